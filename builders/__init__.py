@@ -1,0 +1,1 @@
+"""Builders: producers of activation stores (python -m builders.<name>)."""

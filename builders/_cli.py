@@ -1,0 +1,182 @@
+"""Command line from typed config dataclasses: ``--section.field`` flags, YAML, then overrides.
+
+Defaults come from the dataclasses, a ``--config`` YAML file overrides them, and
+flags override the file. Each field's docstring becomes its help text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import sys
+import textwrap
+import typing
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import yaml
+
+from store.errors import ConfigError
+
+Config = TypeVar("Config")
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring written under each field of a dataclass."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs = {}
+    for statement, following in zip(body, body[1:]):
+        if isinstance(statement, ast.AnnAssign) and isinstance(following, ast.Expr):
+            if isinstance(following.value, ast.Constant) and isinstance(following.value.value, str):
+                docs[statement.target.id] = following.value.value  # type: ignore[union-attr]
+    return docs
+
+
+def parse_bool(text: str | bool) -> bool:
+    if isinstance(text, bool):
+        return text
+    lowered = str(text).strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"expected true or false, got {text!r}")
+
+
+def parse_list(text: str | list[Any]) -> list[str]:
+    if isinstance(text, list):
+        return [str(item) for item in text]
+    return [item.strip() for item in str(text).split(",") if item.strip()]
+
+
+def parse_mapping(items: list[str] | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(items, dict):
+        return dict(items)
+    mapping = {}
+    for item in items:
+        key, separator, value = item.partition("=")
+        if not separator or not key:
+            raise ConfigError(f"expected KEY=VALUE, got {item!r}")
+        mapping[key] = yaml.safe_load(value) if value else ""
+    return mapping
+
+
+def _converter(annotation: Any) -> Any:
+    origin = typing.get_origin(annotation)
+    if annotation is bool:
+        return parse_bool
+    if origin is list:
+        return parse_list
+    if origin is dict:
+        return parse_mapping
+    return annotation
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {message}; see --help", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def build_parser(cls: type, prog: str, description: str) -> argparse.ArgumentParser:
+    parser = _OneLineParser(
+        prog=prog,
+        description=description,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        argument_default=argparse.SUPPRESS,
+    )
+    parser.add_argument("--config", type=Path, help="YAML file with the same keys as the flags (sections model:, data:, stats:)")
+    _add_fields(parser, cls, prefix="")
+    return parser
+
+
+def _add_fields(parser: argparse.ArgumentParser, cls: type, prefix: str) -> None:
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    defaults = cls()
+    for field in dataclasses.fields(cls):
+        annotation = hints[field.name]
+        if dataclasses.is_dataclass(annotation):
+            group = parser.add_argument_group(f"{field.name} options")
+            _add_fields(group, annotation, f"{prefix}{field.name}.")  # type: ignore[arg-type]
+            continue
+        _add_field(parser, f"{prefix}{field.name}", annotation, docs.get(field.name, ""), getattr(defaults, field.name))
+
+
+def _add_field(parser: Any, dest: str, annotation: Any, doc: str, default: Any) -> None:
+    shown = ",".join(map(str, default)) if isinstance(default, list) else default
+    help_text = f"{doc} (default: {shown!r})".replace("%", "%%")
+    if annotation is bool:
+        parser.add_argument(f"--{dest}", dest=dest, nargs="?", const="true", metavar="BOOL", help=help_text)
+    elif typing.get_origin(annotation) is dict:
+        parser.add_argument(f"--{dest}", dest=dest, action="append", metavar="KEY=VALUE", help=help_text)
+    else:
+        parser.add_argument(f"--{dest}", dest=dest, metavar=dest.split(".")[-1].upper(), help=help_text)
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        *sections, key = dotted.split(".")
+        target = nested
+        for section in sections:
+            target = target.setdefault(section, {})
+        target[key] = value
+    return nested
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "storage_options":
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ConfigError(f"config file {str(path)!r} does not exist; check the --config path")
+    with open(path, encoding="utf-8") as file:
+        document = yaml.safe_load(file) or {}
+    if not isinstance(document, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections, got {type(document).__name__}")
+    return document
+
+
+def from_dict(cls: type[Config], values: dict[str, Any], prefix: str = "") -> Config:
+    """Build (and so validate) a config dataclass; unknown keys are errors."""
+    hints = typing.get_type_hints(cls)
+    names = {field.name for field in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown config key {prefix + unknown[0]!r}; known keys: {', '.join(prefix + n for n in sorted(names))}"
+        )
+    kwargs = {name: _convert(hints[name], value, prefix + name) for name, value in values.items()}
+    return cls(**kwargs)
+
+
+def _convert(annotation: Any, value: Any, dotted: str) -> Any:
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {dotted!r} must be a section (mapping), got {value!r}")
+        return from_dict(annotation, value, f"{dotted}.")  # type: ignore[arg-type]
+    try:
+        return _converter(annotation)(value)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{dotted} expects {getattr(annotation, '__name__', annotation)}, got {value!r}") from error
+    except ConfigError as error:
+        raise ConfigError(f"{dotted}: {error}") from error
+
+
+def parse_config(cls: type[Config], argv: list[str] | None, prog: str, description: str) -> Config:
+    """Defaults, then the ``--config`` YAML, then the flags; validated by the dataclasses."""
+    namespace = vars(build_parser(cls, prog, description).parse_args(argv))
+    config_path = namespace.pop("config", None)
+    from_file = load_yaml(config_path) if config_path else {}
+    return from_dict(cls, _merge(from_file, _nest(namespace)))

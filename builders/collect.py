@@ -1,0 +1,153 @@
+"""``python -m builders.collect``: per-token activation statistics of a causal LM into a Zarr store.
+
+With no arguments it runs the embedded SmolLM2-135M-Instruct over Python's own
+documentation text into ./stores/activations.zarr. Re-running the same command
+resumes an interrupted build, or does nothing if the build is complete.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from builders import _models as models
+from builders._capture import StatsCapture
+from builders._cli import parse_config
+from builders._config import CollectConfig
+from builders._packing import iter_batches, iter_rows, peek_rows
+from builders._provenance import model_provenance, sample_channels, store_attrs
+from builders._run import RunResult, collect
+from builders._text import iter_documents
+from builders.errors import DataError
+from store import (
+    InputError,
+    ModelSlot,
+    StatsLayout,
+    StatsWriter,
+    StoreLocation,
+    WriteSession,
+    check_compatible,
+    finish,
+    open_session,
+)
+from store.errors import ConfigError
+
+DESCRIPTION = __doc__.split("\n\n")[0] if __doc__ else ""
+
+
+def _hidden_size(model_config: Any) -> int:
+    config = getattr(model_config, "text_config", None) or model_config
+    return int(config.hidden_size)
+
+
+def _layout(config: CollectConfig) -> StatsLayout:
+    seq_len = config.data.max_seq_len
+    n_tokens = (config.data.max_tokens // seq_len) * seq_len
+    token_chunk = min(math.ceil(config.stats.commit_tokens / seq_len) * seq_len, n_tokens)
+    return StatsLayout(
+        layers=tuple(config.stats.layers),
+        metrics=tuple(config.stats.scalar_metrics),
+        n_tokens=n_tokens,
+        n_channels=config.stats.n_channels,
+        token_chunk=token_chunk,
+    )
+
+
+def _check_channels(config: CollectConfig, hidden_size: int) -> None:
+    if config.stats.n_channels > hidden_size:
+        raise ConfigError(
+            f"stats.channels ({config.stats.n_channels}) exceeds the model's hidden size ({hidden_size}); "
+            f"lower --stats.channels to at most {hidden_size}"
+        )
+
+
+def _summary(location: StoreLocation, label: str, session: WriteSession, result: RunResult) -> str:
+    rate = result.tokens_computed / result.seconds if result.seconds else 0.0
+    layout = session.layout
+    where = location.display()
+    return "\n".join([
+        f"Collected model {label!r}: {result.tokens_committed:,} tokens x {len(layout.layers)} layers x "
+        f"{len(layout.metrics)} metrics (+{layout.n_channels} channels) in {result.seconds:.1f} s ({rate:,.0f} tokens/s).",
+        f"Store: {where} (group 'stats')",
+        f"Open it: xarray.open_zarr({where!r}, group='stats')",
+        f"     or: from analysis import open_store; open_store({where!r})",
+    ])
+
+
+def run(config: CollectConfig) -> int:
+    """Validate everything that can fail, then collect; returns the exit code."""
+    location = StoreLocation(config.store, config.storage_options)
+    location.check_writable()
+    source = models.resolve_source(config.model)
+    model_config = models.load_model_config(source, config.model)
+    n_layers = models.num_layers(model_config)
+    layer_indices = models.resolve_layers(config.stats.layers, n_layers)
+    hidden_size = _hidden_size(model_config)
+    _check_channels(config, hidden_size)
+    if not config.overwrite:
+        check_compatible(location, config.build_config(), source.label, config.model_config())
+    tokenizer = models.load_tokenizer(source, config.model)
+    rows = peek_rows(iter_rows(iter_documents(config.data), tokenizer, config.data.max_seq_len),
+                     config.data.name, config.data.max_seq_len)
+    model = models.load_model(source, config.model)
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    layout = _layout(config)
+    channels = sample_channels(hidden_size, layout.n_channels, len(layout.layers), config.stats.channel_seed)
+    slot = ModelSlot(source.label, np.asarray(layer_indices),
+                     channels, model_provenance(source, config, model_config, hidden_size, dtype))
+    if config.overwrite:
+        location.remove()
+    session = open_session(location, layout, slot, store_attrs(config, layout.token_chunk))
+    return _collect_into(config, location, session, model, rows, layer_indices, n_layers, source.label)
+
+
+def _collect_into(config, location, session, model, rows, layer_indices, n_layers, label) -> int:  # type: ignore[no-untyped-def]
+    layout = session.layout
+    if session.committed >= layout.n_tokens:
+        print(f"Nothing to do: model {label!r} is complete in {location.display()} ({layout.n_tokens:,} tokens).")
+        return 0
+    if session.committed:
+        print(f"Resuming model {label!r} at token {session.committed:,} of {layout.n_tokens:,}.")
+    modules = models.collection_modules(model, layer_indices, n_layers)
+    channel_index = session.group["channel_index"][session.slot]
+    capture = StatsCapture(modules, layout.metrics, channel_index)
+    writer = StatsWriter(session.group, session.slot, layout.token_chunk, session.committed)
+    max_rows = layout.n_tokens // config.data.max_seq_len
+    batches = iter_batches(rows, config.data.batch_size, max_rows, first_token=session.committed)
+    with tqdm(total=layout.n_tokens, initial=session.committed, unit="tok", unit_scale=True,
+              desc=f"collect {label}", disable=not config.progress, smoothing=0.1) as progress:
+        result = collect(models.decoder_body(model), capture, batches, writer,
+                         models.input_device(model), progress)
+    _finish(location, session, result, label)
+    print(_summary(location, label, session, result))
+    return 0
+
+
+def _finish(location: StoreLocation, session: WriteSession, result: RunResult, label: str) -> None:
+    n_models = session.group["model"].shape[0]
+    if result.tokens_committed < session.layout.n_tokens and n_models > 1:
+        raise DataError(
+            f"model {label!r} yields only {result.tokens_committed:,} tokens of this text, fewer than the "
+            f"store's {session.layout.n_tokens:,}; collect it into a new store with a lower --data.max_tokens"
+        )
+    finish(location, session, result.tokens_committed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        config = parse_config(CollectConfig, argv, "python -m builders.collect", DESCRIPTION)
+        return run(config)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: committed tokens are kept; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""The store contract: where stores live, their schema, the region writer, the catalog.
+
+See docs/store-format.md for the format itself.
+"""
+
+from store._catalog import default_catalog_path, load_catalog, resolve_location
+from store._location import StoreLocation
+from store._schema import FORMAT_NAME, FORMAT_VERSION, STATS_GROUP, ModelSlot, StatsLayout
+from store._stats_store import WriteSession, check_compatible, consolidate, finish, open_session
+from store._validate import validate_stats, validate_store
+from store._writer import StatsBlock, StatsWriter
+from store.errors import (
+    ActivationStoreError,
+    CatalogError,
+    ConfigError,
+    ContractError,
+    InputError,
+    StoreLocationError,
+    StoreMismatchError,
+)
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "STATS_GROUP",
+    "ActivationStoreError",
+    "CatalogError",
+    "ConfigError",
+    "ContractError",
+    "InputError",
+    "ModelSlot",
+    "StatsBlock",
+    "StatsLayout",
+    "StatsWriter",
+    "StoreLocation",
+    "StoreLocationError",
+    "StoreMismatchError",
+    "WriteSession",
+    "check_compatible",
+    "consolidate",
+    "default_catalog_path",
+    "finish",
+    "load_catalog",
+    "open_session",
+    "resolve_location",
+    "validate_stats",
+    "validate_store",
+]

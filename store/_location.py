@@ -1,0 +1,123 @@
+"""Where a store lives: a local path or any fsspec URL, plus its storage options."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import zarr
+import zarr.storage
+
+from store.errors import StoreLocationError
+
+# Fail fast on a dead endpoint instead of botocore's minutes of retries.
+_S3_CLIENT_DEFAULTS = {"connect_timeout": 5, "read_timeout": 30, "retries": {"max_attempts": 2}}
+
+
+def _is_remote(url: str) -> bool:
+    return "://" in url and not url.startswith("file://")
+
+
+@dataclass(frozen=True)
+class StoreLocation:
+    """A Zarr hierarchy at ``url``; ``storage_options`` go to fsspec and are never persisted."""
+
+    url: str
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_remote(self) -> bool:
+        return _is_remote(self.url)
+
+    @property
+    def local_path(self) -> Path:
+        return Path(self.url.removeprefix("file://")).expanduser().resolve()
+
+    def display(self) -> str:
+        """The URL for messages: absolute for local paths, without any credentials."""
+        if not self.is_remote:
+            return str(self.local_path)
+        scheme, rest = self.url.split("://", 1)
+        return f"{scheme}://{rest.rsplit('@', 1)[-1]}"
+
+    def fsspec_options(self) -> dict[str, Any]:
+        options = dict(self.storage_options)
+        if self.url.startswith("s3://"):
+            config = dict(options.get("config_kwargs", {}))
+            for key, value in _S3_CLIENT_DEFAULTS.items():
+                config.setdefault(key, value)
+            options["config_kwargs"] = config
+        return options
+
+    def zarr_store(self, read_only: bool = False) -> zarr.abc.store.Store:
+        """A zarr-python store; local writes are atomic (temp file + rename)."""
+        if not self.is_remote:
+            return zarr.storage.LocalStore(self.local_path, read_only=read_only)
+        return zarr.storage.FsspecStore.from_url(
+            self.url, storage_options=self.fsspec_options(), read_only=read_only
+        )
+
+    def filesystem(self) -> tuple[fsspec.AbstractFileSystem, str]:
+        if not self.is_remote:
+            return fsspec.filesystem("file"), str(self.local_path)
+        return fsspec.core.url_to_fs(self.url, **self.fsspec_options())
+
+    def exists(self) -> bool:
+        """Whether a Zarr hierarchy already lives here."""
+        fs, path = self.filesystem()
+        try:
+            return bool(fs.exists(f"{path.rstrip('/')}/zarr.json"))
+        except Exception as error:  # noqa: BLE001 - any transport failure means unreachable
+            raise StoreLocationError(self._unreachable(error)) from error
+
+    def check_writable(self) -> None:
+        """Write and delete a probe object, so a bad location fails before any work."""
+        if not self.is_remote:
+            self._check_local_writable()
+            return
+        fs, path = self.filesystem()
+        probe = f"{path.rstrip('/')}/.write-probe-{uuid.uuid4().hex}"
+        try:
+            fs.pipe_file(probe, b"probe")
+            fs.rm_file(probe)
+        except Exception as error:  # noqa: BLE001 - any transport failure means unwritable
+            raise StoreLocationError(self._unreachable(error)) from error
+
+    def _check_local_writable(self) -> None:
+        path = self.local_path
+        existing = next((p for p in (path, *path.parents) if p.exists()), Path("/"))
+        if existing.exists() and not existing.is_dir():
+            raise StoreLocationError(
+                f"store path {str(path)!r} is blocked by the file {str(existing)!r}; "
+                "choose another --store path"
+            )
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise StoreLocationError(
+                f"cannot write the store at {str(path)!r}: {str(existing)!r} is not writable; "
+                "choose a writable --store path"
+            )
+
+    def _unreachable(self, error: Exception) -> str:
+        endpoint = self.storage_options.get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL")
+        where = f" (endpoint {endpoint!r})" if endpoint else ""
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return (
+            f"cannot reach store {self.display()!r}{where}: {reason}; "
+            "check the URL, the endpoint and your credentials"
+        )
+
+    def remove(self) -> None:
+        """Delete the whole hierarchy (used by --overwrite only)."""
+        fs, path = self.filesystem()
+        if not self.is_remote:
+            if self.local_path.exists():
+                shutil.rmtree(self.local_path)
+            return
+        if fs.exists(path):
+            fs.rm(path, recursive=True)

@@ -1,0 +1,118 @@
+"""The ``stats`` group: names, dimensions, chunking and the empty template.
+
+docs/store-format.md is the prose version of this module; keep them in step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+STATS_GROUP = "stats"
+FORMAT_NAME = "activation-stats"
+FORMAT_VERSION = 1
+MIN_SHARD_BYTES = 1 << 20
+FLOAT_FILL = np.float32("nan")
+
+DIMS = {
+    "value": ("model", "layer", "metric", "token"),
+    "channel_value": ("model", "layer", "token", "channel"),
+    "channel_index": ("model", "layer", "channel"),
+    "token_id": ("model", "token"),
+    "doc_index": ("model", "token"),
+    "layer_index": ("model", "layer"),
+    "committed_tokens": ("model",),
+}
+DTYPES = {
+    "value": np.float32,
+    "channel_value": np.float32,
+    "channel_index": np.int32,
+    "token_id": np.int32,
+    "doc_index": np.int64,
+    "layer_index": np.int32,
+    "committed_tokens": np.int64,
+}
+# Variables written token chunk by token chunk; the others are written with the template.
+STREAMED = ("value", "channel_value", "token_id", "doc_index")
+
+
+@dataclass(frozen=True)
+class StatsLayout:
+    """Shape and chunking of one ``stats`` group; identical for every model in it."""
+
+    layers: tuple[str, ...]
+    metrics: tuple[str, ...]
+    n_tokens: int
+    n_channels: int
+    token_chunk: int
+
+    @property
+    def shard_tokens(self) -> int:
+        """Tokens per shard: whole token chunks adding up to at least 1 MiB of float32."""
+        chunks_per_shard = math.ceil(MIN_SHARD_BYTES / 4 / self.token_chunk)
+        chunks_in_store = math.ceil(self.n_tokens / self.token_chunk)
+        return self.token_chunk * max(1, min(chunks_per_shard, chunks_in_store))
+
+    def shape(self, name: str, n_models: int = 1) -> tuple[int, ...]:
+        sizes = {
+            "model": n_models,
+            "layer": len(self.layers),
+            "metric": len(self.metrics),
+            "token": self.n_tokens,
+            "channel": self.n_channels,
+        }
+        return tuple(sizes[dim] for dim in DIMS[name])
+
+    def chunks(self, name: str, along_token: int) -> tuple[int, ...]:
+        """One chunk per (model, layer, metric/channel) series, ``along_token`` tokens long."""
+        return tuple(along_token if dim == "token" else 1 for dim in DIMS[name])
+
+
+@dataclass(frozen=True)
+class ModelSlot:
+    """What is known about one model before its first token is collected."""
+
+    label: str
+    layer_index: np.ndarray  # (layer,) resolved decoder-layer number, -1 for embed
+    channel_index: np.ndarray  # (layer, channel) sampled hidden dimensions
+    provenance: dict[str, Any]
+
+
+def template(layout: StatsLayout, slot: ModelSlot, attrs: dict[str, Any]) -> xr.Dataset:
+    """The one-model ``stats`` Dataset: streamed variables lazy, the rest in memory."""
+    data_vars: dict[str, Any] = {
+        name: (DIMS[name], _lazy_zeros(layout, name)) for name in STREAMED
+    }
+    data_vars["layer_index"] = (DIMS["layer_index"], slot.layer_index[None].astype(np.int32))
+    data_vars["channel_index"] = (DIMS["channel_index"], slot.channel_index[None].astype(np.int32))
+    data_vars["committed_tokens"] = (DIMS["committed_tokens"], np.zeros(1, np.int64))
+    coords = {
+        "model": np.array([slot.label], dtype=object),
+        "layer": np.array(layout.layers, dtype=object),
+        "metric": np.array(layout.metrics, dtype=object),
+    }
+    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+def _lazy_zeros(layout: StatsLayout, name: str) -> da.Array:
+    shard = layout.chunks(name, layout.shard_tokens)
+    return da.zeros(layout.shape(name), dtype=DTYPES[name], chunks=shard)
+
+
+def encoding(layout: StatsLayout) -> dict[str, dict[str, Any]]:
+    """Zarr encoding: shards for readers, small inner chunks as the commit unit."""
+    result: dict[str, dict[str, Any]] = {}
+    for name in STREAMED:
+        result[name] = {
+            "chunks": layout.chunks(name, layout.token_chunk),
+            "shards": layout.chunks(name, layout.shard_tokens),
+        }
+        if np.issubdtype(DTYPES[name], np.floating):
+            result[name]["_FillValue"] = FLOAT_FILL
+    result["committed_tokens"] = {"chunks": (1,)}
+    return result

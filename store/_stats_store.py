@@ -1,0 +1,178 @@
+"""Create, extend, resume and finish the ``stats`` group of a store."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import zarr
+
+from store._location import StoreLocation
+from store._schema import DIMS, STATS_GROUP, ModelSlot, StatsLayout, encoding, template
+from store.errors import StoreMismatchError
+
+
+@dataclass(frozen=True)
+class WriteSession:
+    """Where a build writes: the open group, its model slot and what is already committed."""
+
+    group: zarr.Group
+    slot: int
+    committed: int
+    layout: StatsLayout
+
+
+def consolidate(location: StoreLocation) -> None:
+    """Refresh the consolidated metadata at the root of the hierarchy."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # consolidated metadata is not yet in the v3 spec
+        zarr.consolidate_metadata(location.zarr_store())
+
+
+def _open_group(location: StoreLocation) -> zarr.Group | None:
+    try:
+        root = zarr.open_group(location.zarr_store(), mode="r+", use_consolidated=False)
+        group = root[STATS_GROUP]
+    except (KeyError, FileNotFoundError, zarr.errors.GroupNotFoundError):
+        return None
+    return group if isinstance(group, zarr.Group) else None
+
+
+def _has_commits(group: zarr.Group | None) -> bool:
+    """Whether any model committed tokens; if none did, the group is safe to rebuild."""
+    if group is None or "committed_tokens" not in group:
+        return False
+    return bool(np.any(group["committed_tokens"][:] > 0))
+
+
+def check_compatible(
+    location: StoreLocation, build_config: dict[str, Any], label: str, model_config: dict[str, Any]
+) -> None:
+    """Refuse, before any work, a build whose settings differ from the store's.
+
+    The store-wide ``build_config`` (corpus, layers, metrics, chunking) must equal
+    the stored one, and a model already present must have the same model settings.
+    A store with nothing committed has nothing to lose and is always compatible.
+    """
+    group = _open_group(location)
+    if not _has_commits(group):
+        return
+    _check_same(group.attrs.get("build_config", {}), build_config, location)
+    stored_model = group.attrs.get("models", {}).get(label, {}).get("config")
+    if stored_model is not None:
+        _check_same(stored_model, model_config, location, model=label)
+
+
+def open_session(
+    location: StoreLocation, layout: StatsLayout, slot: ModelSlot, attrs: dict[str, Any]
+) -> WriteSession:
+    """A session for ``slot``: new store, new model in an existing store, or a resume."""
+    check_compatible(location, attrs["build_config"], slot.label, slot.provenance["config"])
+    group = _open_group(location)
+    if group is None or not _has_commits(group):
+        return _create(location, layout, slot, attrs)
+    stored_layout = _stored_layout(group, layout)
+    labels = [str(label) for label in group["model"][:]]
+    if slot.label in labels:
+        index = labels.index(slot.label)
+        return WriteSession(group, index, int(group["committed_tokens"][index]), stored_layout)
+    index = _add_model(group, labels, slot)
+    consolidate(location)
+    return WriteSession(group, index, 0, stored_layout)
+
+
+def _create(
+    location: StoreLocation, layout: StatsLayout, slot: ModelSlot, attrs: dict[str, Any]
+) -> WriteSession:
+    dataset = template(layout, slot, {**attrs, "models": {slot.label: slot.provenance}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # consolidated metadata / string dtype notices
+        dataset.to_zarr(
+            location.zarr_store(),
+            group=STATS_GROUP,
+            mode="w",
+            compute=False,
+            encoding=encoding(layout),
+            zarr_format=3,
+            consolidated=True,
+        )
+    group = _open_group(location)
+    if group is None:  # pragma: no cover - to_zarr just wrote it
+        raise RuntimeError(f"stats group missing right after writing {location.display()!r}")
+    return WriteSession(group, 0, 0, layout)
+
+
+def _stored_layout(group: zarr.Group, requested: StatsLayout) -> StatsLayout:
+    """The layout on disk (the token count may be shorter than requested: a short corpus)."""
+    return StatsLayout(
+        layers=tuple(str(x) for x in group["layer"][:]),
+        metrics=tuple(str(x) for x in group["metric"][:]),
+        n_tokens=int(group["value"].shape[-1]),
+        n_channels=int(group["channel_value"].shape[-1]),
+        token_chunk=int(group.attrs.get("token_chunk", requested.token_chunk)),
+    )
+
+
+def _add_model(group: zarr.Group, labels: list[str], slot: ModelSlot) -> int:
+    """Grow every model-indexed array by one slot; idempotent if interrupted and re-run."""
+    index = labels.index("") if "" in labels else len(labels)
+    n_models = index + 1
+    for name in (*DIMS, "model"):
+        array = group[name]
+        if array.shape[0] < n_models:
+            array.resize((n_models, *array.shape[1:]))
+    group["layer_index"][index] = slot.layer_index.astype(np.int32)
+    group["channel_index"][index] = slot.channel_index.astype(np.int32)
+    group["committed_tokens"][index] = 0
+    models = dict(group.attrs.get("models", {}))
+    models[slot.label] = slot.provenance
+    group.attrs["models"] = models
+    group["model"][index] = slot.label  # last: a labelled slot is a complete slot
+    return index
+
+
+def finish(location: StoreLocation, session: WriteSession, n_tokens: int) -> None:
+    """Shrink the token axis when the corpus ran out early, then consolidate."""
+    group = session.group
+    stored = int(group["value"].shape[-1])
+    if n_tokens < stored:
+        for name, dims in DIMS.items():
+            if "token" in dims:
+                array = group[name]
+                array.resize(tuple(n_tokens if d == "token" else s for d, s in zip(dims, array.shape)))
+    consolidate(location)
+
+
+def _flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _normalise(mapping: dict[str, Any]) -> dict[str, Any]:
+    return _flatten(json.loads(json.dumps(mapping)))
+
+
+def _check_same(
+    stored: dict[str, Any], requested: dict[str, Any], location: StoreLocation, model: str | None = None
+) -> None:
+    old, new = _normalise(stored), _normalise(requested)
+    differences = [
+        f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
+        for key in sorted(set(old) | set(new))
+        if old.get(key) != new.get(key)
+    ]
+    if differences:
+        what = f"model {model!r} in store" if model else "store"
+        raise StoreMismatchError(
+            f"{what} {location.display()!r} was built with a different configuration "
+            f"({'; '.join(differences[:3])}); rerun with the stored settings, "
+            "choose another --store, or pass --overwrite to replace it"
+        )

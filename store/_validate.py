@@ -1,0 +1,154 @@
+"""Check a store against the contract in docs/store-format.md."""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from typing import Any
+
+import numpy as np
+import xarray as xr
+import zarr
+
+from store._location import StoreLocation
+from store._schema import DIMS, DTYPES, FORMAT_NAME, MIN_SHARD_BYTES, STATS_GROUP, STREAMED
+from store.errors import ContractError
+
+LAYER_LABEL = re.compile(r"^(embed|middle|pre_last|layer_\d+)$")
+PROVENANCE_KEYS = ("model_id", "revision", "config", "created", "versions")
+# Attribute keys that would mean a secret leaked into the store.
+_SECRET_KEY = re.compile(r"(secret|password|access_key|session_token|storage_options|^key$|^token$)", re.I)
+
+
+def validate_store(location: StoreLocation | str) -> xr.Dataset:
+    """Open ``location`` with plain xarray, check the whole contract, return the Dataset."""
+    if isinstance(location, str):
+        location = StoreLocation(location)
+    problems = _check_hierarchy(location)
+    dataset = xr.open_zarr(location.zarr_store(read_only=True), group=STATS_GROUP)
+    problems += _check_dataset(dataset)
+    _raise(problems, location.display())
+    return dataset
+
+
+def validate_stats(dataset: xr.Dataset) -> None:
+    """Check an opened ``stats`` Dataset (variables, labels, attrs, chunking)."""
+    _raise(_check_dataset(dataset), "dataset")
+
+
+def _raise(problems: list[str], where: str) -> None:
+    if problems:
+        raise ContractError(f"{where} breaks the store contract: " + "; ".join(problems))
+
+
+def _check_hierarchy(location: StoreLocation) -> list[str]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        root = zarr.open_group(location.zarr_store(read_only=True), mode="r")
+    consolidated = root.metadata.consolidated_metadata
+    if consolidated is None:
+        return ["the root has no consolidated metadata"]
+    if STATS_GROUP not in consolidated.metadata:
+        return [f"the consolidated metadata does not list the {STATS_GROUP!r} group"]
+    return []
+
+
+def _check_dataset(dataset: xr.Dataset) -> list[str]:
+    problems = _check_variables(dataset)
+    if problems:
+        return problems
+    return _check_labels(dataset) + _check_attrs(dataset) + _check_chunks(dataset) + _check_commits(dataset)
+
+
+def _check_variables(dataset: xr.Dataset) -> list[str]:
+    problems = []
+    for name, dims in DIMS.items():
+        if name not in dataset.variables:
+            problems.append(f"variable {name!r} is missing")
+        elif dataset[name].dims != dims:
+            problems.append(f"{name!r} has dims {dataset[name].dims}, expected {dims}")
+        elif dataset[name].dtype != DTYPES[name]:
+            problems.append(f"{name!r} has dtype {dataset[name].dtype}, expected {np.dtype(DTYPES[name])}")
+    return problems
+
+
+def _check_labels(dataset: xr.Dataset) -> list[str]:
+    problems = []
+    for dim in ("model", "layer", "metric"):
+        labels = [str(x) for x in dataset[dim].values]
+        if len(set(labels)) != len(labels) or "" in labels:
+            problems.append(f"{dim!r} labels must be unique and non-empty, got {labels!r}")
+    for label in dataset["layer"].values:
+        if not LAYER_LABEL.match(str(label)):
+            problems.append(f"layer label {str(label)!r} is not embed, middle, pre_last or layer_N")
+    layer_index = dataset["layer_index"].values
+    for j, label in enumerate(str(x) for x in dataset["layer"].values):
+        expected = -1 if label == "embed" else int(label[6:]) if label.startswith("layer_") else None
+        if expected is not None and np.any(layer_index[:, j] != expected):
+            problems.append(f"layer_index of {label!r} is {layer_index[:, j].tolist()}, expected {expected}")
+    return problems
+
+
+def _check_attrs(dataset: xr.Dataset) -> list[str]:
+    attrs = dataset.attrs
+    problems = []
+    if attrs.get("format") != FORMAT_NAME:
+        problems.append(f"attrs['format'] is {attrs.get('format')!r}, expected {FORMAT_NAME!r}")
+    definitions = attrs.get("metric_definitions", {})
+    missing = [str(m) for m in dataset["metric"].values if str(m) not in definitions]
+    if missing:
+        problems.append(f"metrics without a definition in attrs: {missing!r}")
+    models = attrs.get("models", {})
+    for label in (str(x) for x in dataset["model"].values):
+        absent = [key for key in PROVENANCE_KEYS if key not in models.get(label, {})]
+        if absent:
+            problems.append(f"provenance of model {label!r} lacks {absent!r}")
+    for key in ("dataset", "build_config", "created", "versions"):
+        if key not in attrs:
+            problems.append(f"attrs lack {key!r}")
+    leaked = _secret_keys(attrs)
+    if leaked:
+        problems.append(f"attrs hold secret-looking keys {leaked!r}")
+    return problems
+
+
+def _secret_keys(value: Any, path: str = "") -> list[str]:
+    if isinstance(value, dict):
+        found = [f"{path}{k}" for k, v in value.items() if _SECRET_KEY.search(str(k)) and v]
+        for key, item in value.items():
+            found += _secret_keys(item, f"{path}{key}.")
+        return found
+    if isinstance(value, str) and value.startswith("{"):
+        try:
+            return _secret_keys(json.loads(value), path)
+        except json.JSONDecodeError:
+            return []
+    return []
+
+
+def _check_chunks(dataset: xr.Dataset) -> list[str]:
+    problems = []
+    n_tokens = dataset.sizes["token"]
+    for name in STREAMED:
+        encoding = dataset[name].encoding
+        shards = encoding.get("shards") or encoding.get("chunks")
+        if shards is None:
+            problems.append(f"{name!r} has no chunk encoding")
+            continue
+        token_axis = DIMS[name].index("token")
+        series_axes = [size for axis, size in enumerate(shards) if axis != token_axis]
+        if any(size != 1 for size in series_axes):
+            problems.append(f"{name!r} shards {shards} do not hold one series each")
+        token_bytes = shards[token_axis] * dataset[name].dtype.itemsize
+        if token_bytes < MIN_SHARD_BYTES and shards[token_axis] < n_tokens:
+            problems.append(f"{name!r} shards of {shards[token_axis]} tokens are under 1 MiB")
+    return problems
+
+
+def _check_commits(dataset: xr.Dataset) -> list[str]:
+    committed = dataset["committed_tokens"].values
+    n_tokens = dataset.sizes["token"]
+    if np.any(committed < 0) or np.any(committed > n_tokens):
+        return [f"committed_tokens {committed.tolist()} outside 0..{n_tokens}"]
+    return []

@@ -1,0 +1,150 @@
+"""End to end: ``python -m builders.collect`` on tiny models into local stores."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+from conftest import TINY_ARGS
+from store import validate_store
+
+Runner = Callable[..., tuple[int, str, str]]
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _tree_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(path)).encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def _arrays(path: Path) -> dict[str, np.ndarray]:
+    dataset = xr.open_zarr(path, group="stats")
+    return {name: dataset[name].values for name in dataset.data_vars}
+
+
+def test_collect_writes_a_valid_store(tiny_model: Callable[[str], Path], collect_cli: Runner, tmp_path: Path) -> None:
+    store = tmp_path / "a.zarr"
+    code, out, err = collect_cli("--model.name", str(tiny_model("llama")), "--store", str(store), *TINY_ARGS)
+    assert code == 0, err
+    assert str(store) in out and "open_zarr" in out
+    dataset = validate_store(str(store))
+    assert dataset.sizes == {"model": 1, "layer": 3, "metric": 13, "token": 4096, "channel": 8}
+    assert list(dataset.layer.values) == ["embed", "middle", "pre_last"]
+    assert dataset.layer_index.values.tolist() == [[-1, 2, 2]]
+    values = dataset.value.values
+    assert np.isfinite(values).all()
+    rms = dataset.value.sel(metric="rms").values
+    l2 = dataset.value.sel(metric="l2_norm").values
+    np.testing.assert_allclose(rms * np.sqrt(32), l2, rtol=1e-5)
+    # every token is real: the EOS joins documents, doc_index never decreases
+    doc_index = dataset.doc_index.values[0]
+    assert (np.diff(doc_index) >= 0).all() and doc_index[-1] > 0
+    assert (dataset.token_id.values == 256).sum() >= doc_index[-1] - doc_index[0]
+    provenance = dataset.attrs["models"][str(dataset.model.values[0])]
+    assert len(provenance["file_sha256"]) == 64 and provenance["versions"]["torch"]
+
+
+def test_rerun_is_a_noop(tiny_model: Callable[[str], Path], collect_cli: Runner, tmp_path: Path) -> None:
+    store = tmp_path / "a.zarr"
+    args = ["--model.name", str(tiny_model("llama")), "--store", str(store), *TINY_ARGS]
+    assert collect_cli(*args)[0] == 0
+    before = _tree_digest(store)
+    code, out, _ = collect_cli(*args)
+    assert code == 0 and "Nothing to do" in out
+    assert _tree_digest(store) == before
+
+
+def test_second_model_joins_the_store(tiny_model: Callable[[str], Path], collect_cli: Runner, tmp_path: Path) -> None:
+    store = tmp_path / "a.zarr"
+    assert collect_cli("--model.name", str(tiny_model("llama")), "--model.label", "llama", "--store", str(store),
+                       *TINY_ARGS)[0] == 0
+    first = _arrays(store)
+    code, _, err = collect_cli("--model.name", str(tiny_model("gpt2")), "--model.label", "gpt2",
+                               "--store", str(store), *TINY_ARGS)
+    assert code == 0, err
+    dataset = validate_store(str(store))
+    assert list(dataset.model.values) == ["llama", "gpt2"]
+    assert dataset.committed_tokens.values.tolist() == [4096, 4096]
+    np.testing.assert_array_equal(dataset.value.values[0], first["value"][0])
+    assert np.isfinite(dataset.value.values[1]).all()
+
+
+def test_short_corpus_shrinks_the_token_axis(tiny_model: Callable[[str], Path], collect_cli: Runner,
+                                              tmp_path: Path) -> None:
+    corpus = tmp_path / "small.txt"
+    corpus.write_text("a short document. " * 50)  # 900 bytes -> 7 rows of 128
+    store = tmp_path / "a.zarr"
+    code, _, err = collect_cli("--model.name", str(tiny_model("llama")), "--store", str(store),
+                               *TINY_ARGS, "--data.name", str(corpus))
+    assert code == 0, err
+    dataset = validate_store(str(store))
+    assert dataset.sizes["token"] == 7 * 128
+    assert dataset.committed_tokens.values.tolist() == [7 * 128]
+
+
+def test_jsonl_and_yaml_config(tiny_model: Callable[[str], Path], collect_cli: Runner, tmp_path: Path) -> None:
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("\n".join(json.dumps({"body": f"document number {i} " * 40}) for i in range(20)))
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data:\n  name: {corpus}\n  text_field: body\n  max_tokens: 1024\nstats:\n  layers: [0, 3]\n")
+    store = tmp_path / "a.zarr"
+    code, _, err = collect_cli("--config", str(config), "--model.name", str(tiny_model("llama")),
+                               "--store", str(store), "--stats.channels", "4", "--data.max_seq_len", "128",
+                               "--progress", "false")
+    assert code == 0, err
+    dataset = validate_store(str(store))
+    assert list(dataset.layer.values) == ["layer_0", "layer_3"] and dataset.sizes["token"] == 1024
+
+
+def _committed(store: Path) -> int:
+    try:
+        group = zarr.open_group(store, path="stats", mode="r", use_consolidated=False)
+        return int(group["committed_tokens"][0])
+    except Exception:  # noqa: BLE001 - the store may not exist yet
+        return 0
+
+
+def _spawn(args: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "builders.collect", *args], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+@pytest.mark.parametrize("kill_after_commits", [1, 3])
+def test_kill_then_resume_is_bitwise_identical(tiny_model: Callable[[str], Path], tmp_path: Path,
+                                               kill_after_commits: int) -> None:
+    common = ["--model.name", str(tiny_model("llama")), "--data.max_tokens", "24576", "--data.max_seq_len",
+              "128", "--data.batch_size", "3", "--stats.channels", "8", "--stats.commit_tokens", "512",
+              "--model.device", "cpu", "--progress", "false"]
+    reference, resumed = tmp_path / "ref.zarr", tmp_path / "resumed.zarr"
+    assert _spawn([*common, "--store", str(reference)]).wait(timeout=300) == 0
+    process = _spawn([*common, "--store", str(resumed)])
+    deadline = time.monotonic() + 240
+    while _committed(resumed) < kill_after_commits * 512 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    interrupted_at = _committed(resumed)
+    assert 0 < interrupted_at < 24576, "the build was not interrupted mid-way"
+    finished = _spawn([*common, "--store", str(resumed)])
+    _, err = finished.communicate(timeout=300)
+    assert finished.returncode == 0, err.decode()
+    expected, actual = _arrays(reference), _arrays(resumed)
+    for name in expected:
+        assert expected[name].tobytes() == actual[name].tobytes(), name
+    validate_store(str(resumed))

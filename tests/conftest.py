@@ -1,0 +1,83 @@
+"""Shared fixtures: tiny models, a moto S3 server on loopback, the real SmolLM2, a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tiny_models import save_tiny_model  # noqa: E402
+
+BUCKET = "activations"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """Folder of a tiny random model of a family, saved once per session."""
+    cache: dict[str, Path] = {}
+
+    def make(family: str = "llama") -> Path:
+        if family not in cache:
+            cache[family] = save_tiny_model(family, tmp_path_factory.mktemp(family))
+        return cache[family]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 API (moto's server) on 127.0.0.1 with an empty bucket."""
+    pytest.importorskip("moto")
+    from moto.server import ThreadedMotoServer
+
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    import boto3
+
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=BUCKET)
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture
+def s3_options(s3_endpoint: str) -> dict[str, object]:
+    return {"endpoint_url": s3_endpoint, "key": "testing", "secret": "testing"}
+
+
+@pytest.fixture(scope="session")
+def smollm2_folder() -> Path:
+    """The real SmolLM2-135M-Instruct as cached float32 safetensors (converted once)."""
+    pytest.importorskip("gguf")
+    from builders._embedded import float32_folder
+
+    return float32_folder()[0]
+
+
+TINY_ARGS = [
+    "--data.max_tokens", "4096", "--data.max_seq_len", "128", "--data.batch_size", "2",
+    "--stats.channels", "8", "--stats.commit_tokens", "1024", "--model.device", "cpu",
+    "--progress", "false",
+]
+
+
+@pytest.fixture
+def collect_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
+    """Run ``python -m builders.collect`` in-process: (exit code, stdout, stderr)."""
+    from builders.collect import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run

@@ -1,0 +1,99 @@
+"""Tiny randomly initialised causal LMs of each architecture family, saved to a folder."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+VOCAB = 320
+HIDDEN = 32
+LAYERS = 4
+EOS_ID = 256  # the byte tokenizer's end-of-text token
+
+
+def _llama() -> Any:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    return LlamaForCausalLM(LlamaConfig(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=64,
+                                        num_hidden_layers=LAYERS, num_attention_heads=4, num_key_value_heads=2))
+
+
+def _gpt2() -> Any:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    return GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_embd=HIDDEN, n_layer=LAYERS, n_head=4, n_positions=512,
+                                      bos_token_id=EOS_ID, eos_token_id=EOS_ID))
+
+
+def _qwen3() -> Any:
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    return Qwen3ForCausalLM(Qwen3Config(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=64, head_dim=8,
+                                        num_hidden_layers=LAYERS, num_attention_heads=4, num_key_value_heads=2))
+
+
+def _gpt_neox() -> Any:
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    return GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=64,
+                                            num_hidden_layers=LAYERS, num_attention_heads=4))
+
+
+def _olmo() -> Any:
+    from transformers import OlmoConfig, OlmoForCausalLM
+
+    return OlmoForCausalLM(OlmoConfig(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=64,
+                                      num_hidden_layers=LAYERS, num_attention_heads=4))
+
+
+def _mixtral() -> Any:
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    return MixtralForCausalLM(MixtralConfig(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=64,
+                                            num_hidden_layers=LAYERS, num_attention_heads=4, num_key_value_heads=2,
+                                            num_local_experts=4, num_experts_per_tok=2))
+
+
+def _qwen_moe() -> Any:
+    from transformers import Qwen2MoeConfig, Qwen2MoeForCausalLM
+
+    return Qwen2MoeForCausalLM(Qwen2MoeConfig(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=64,
+                                              moe_intermediate_size=32, shared_expert_intermediate_size=32,
+                                              num_hidden_layers=LAYERS, num_attention_heads=4,
+                                              num_key_value_heads=2, num_experts=4, num_experts_per_tok=2))
+
+
+FAMILIES: dict[str, Callable[[], Any]] = {
+    "llama": _llama,
+    "gpt2": _gpt2,
+    "qwen3": _qwen3,
+    "gpt_neox": _gpt_neox,
+    "olmo": _olmo,
+    "mixtral": _mixtral,
+    "qwen_moe": _qwen_moe,
+}
+
+
+def byte_tokenizer() -> Any:
+    """A byte-level BPE tokenizer with no merges learned: fast, offline, deterministic."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {symbol: i for i, symbol in enumerate(sorted(alphabet))}
+    vocab["<|endoftext|>"] = len(vocab)
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>")
+
+
+def save_tiny_model(family: str, folder: Path, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    model = FAMILIES[family]()
+    model.save_pretrained(folder)
+    byte_tokenizer().save_pretrained(folder)
+    return folder
