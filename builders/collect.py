@@ -82,6 +82,7 @@ def run(config: CollectConfig) -> int:
     """Validate everything that can fail, then collect; returns the exit code."""
     location = StoreLocation(config.store, config.storage_options)
     location.check_writable()
+    documents = iter_documents(config.data)  # a missing local file fails here, before any loading
     source = models.resolve_source(config.model)
     model_config = models.load_model_config(source, config.model)
     n_layers = models.num_layers(model_config)
@@ -91,7 +92,7 @@ def run(config: CollectConfig) -> int:
     if not config.overwrite:
         check_compatible(location, config.build_config(), source.label, config.model_config())
     tokenizer = models.load_tokenizer(source, config.model)
-    rows = peek_rows(iter_rows(iter_documents(config.data), tokenizer, config.data.max_seq_len),
+    rows = peek_rows(iter_rows(documents, tokenizer, config.data.max_seq_len),
                      config.data.name, config.data.max_seq_len)
     model = models.load_model(source, config.model)
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")

@@ -125,23 +125,29 @@ def _spawn(args: list[str]) -> subprocess.Popen[bytes]:
                             env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
-@pytest.mark.parametrize("kill_after_commits", [1, 3])
-def test_kill_then_resume_is_bitwise_identical(tiny_model: Callable[[str], Path], tmp_path: Path,
-                                               kill_after_commits: int) -> None:
-    common = ["--model.name", str(tiny_model("llama")), "--data.max_tokens", "24576", "--data.max_seq_len",
+def _kill_after(args: list[str], store: Path, tokens: int) -> int:
+    """Start a build, SIGKILL it once ``tokens`` are committed; the committed count then."""
+    process = _spawn(args)
+    deadline = time.monotonic() + 240
+    while _committed(store) < tokens and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return _committed(store)
+
+
+def test_kill_then_resume_is_bitwise_identical(tiny_model: Callable[[str], Path], collect_cli: Runner,
+                                               tmp_path: Path) -> None:
+    common = ["--model.name", str(tiny_model("llama")), "--data.max_tokens", "12288", "--data.max_seq_len",
               "128", "--data.batch_size", "3", "--stats.channels", "8", "--stats.commit_tokens", "512",
               "--model.device", "cpu", "--progress", "false"]
     reference, resumed = tmp_path / "ref.zarr", tmp_path / "resumed.zarr"
-    assert _spawn([*common, "--store", str(reference)]).wait(timeout=300) == 0
-    process = _spawn([*common, "--store", str(resumed)])
-    deadline = time.monotonic() + 240
-    while _committed(resumed) < kill_after_commits * 512 and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    interrupted_at = _committed(resumed)
-    assert 0 < interrupted_at < 24576, "the build was not interrupted mid-way"
-    finished = _spawn([*common, "--store", str(resumed)])
+    assert collect_cli(*common, "--store", str(reference))[0] == 0
+    args = [*common, "--store", str(resumed)]
+    first_kill = _kill_after(args, resumed, 512)
+    second_kill = _kill_after(args, resumed, first_kill + 5 * 512)
+    assert 0 < first_kill < second_kill < 12288, "the builds were not interrupted mid-way"
+    finished = _spawn(args)
     _, err = finished.communicate(timeout=300)
     assert finished.returncode == 0, err.decode()
     expected, actual = _arrays(reference), _arrays(resumed)
