@@ -1,0 +1,110 @@
+"""Exact KS-minimising xmin scan with pruning by lower bounds.
+
+For every candidate xmin (each unique value but the two largest, as in
+``powerlaw.Fit``) the KS distance is the largest gap between the fitted CDF and
+the empirical CDF of the tail, over the tail's unique values. Evaluated on a
+subset of those values it is a *lower bound*; between two evaluated points both
+CDFs are monotone, which gives an *upper bound*. Candidates whose lower bound
+exceeds the best upper bound cannot win and are dropped; the subset grows
+(16, 128, 1024, ... points) until every survivor's distance is exact. The result
+is the exact minimiser, computed in a fraction of the full O(m^2) work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+# cdf(candidate indices (r,), point indices (r, k)) -> fitted CDF at unique[point] (r, k)
+CdfFunction = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+_FIRST_POINTS = 16
+_GROWTH = 4
+_PROBES = 4  # candidates evaluated exactly per round to tighten the bound
+_BLOCK_CELLS = 1 << 21  # candidates x points evaluated at once: bounds memory, not work
+
+
+@dataclass(frozen=True)
+class SortedSample:
+    """Unique values of a sorted sample and, for each, how many values lie below it."""
+
+    unique: np.ndarray
+    below: np.ndarray
+    n: int
+
+    @classmethod
+    def from_sorted(cls, values: np.ndarray) -> SortedSample:
+        unique, first_index = np.unique(values, return_index=True)
+        return cls(unique, first_index.astype(np.int64), int(values.size))
+
+    @property
+    def n_candidates(self) -> int:
+        return max(0, self.unique.size - 2)
+
+    def n_tail(self, candidate: np.ndarray) -> np.ndarray:
+        return self.n - self.below[candidate]
+
+
+def _points(sample: SortedSample, candidates: np.ndarray, n_points: int) -> np.ndarray:
+    """(r, n_points) unique-value indices spread evenly over each candidate's tail, ends included."""
+    last = sample.unique.size - 1
+    spread = np.linspace(0.0, 1.0, n_points)
+    points = candidates[:, None] + np.floor(spread[None, :] * (last - candidates)[:, None] + 0.5)
+    return points.astype(np.int64)
+
+
+def _bounds(sample: SortedSample, cdf: CdfFunction, candidates: np.ndarray, n_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper bounds of each candidate's KS distance from ``n_points`` tail points."""
+    points = _points(sample, candidates, n_points)
+    fitted = cdf(candidates, points)
+    n_tail = sample.n_tail(candidates)[:, None]
+    empirical = (sample.below[points] - sample.below[candidates][:, None]) / n_tail
+    lower = np.abs(fitted - empirical).max(axis=1)
+    between = np.maximum(fitted[:, 1:] - empirical[:, :-1], empirical[:, 1:] - fitted[:, :-1])
+    upper = np.maximum(lower, between.max(axis=1, initial=0.0))
+    return lower, upper
+
+
+def _blockwise(sample: SortedSample, cdf: CdfFunction, candidates: np.ndarray, n_points: int) -> tuple[np.ndarray, np.ndarray]:
+    rows = max(1, _BLOCK_CELLS // n_points)
+    parts = [_bounds(sample, cdf, candidates[i : i + rows], n_points) for i in range(0, candidates.size, rows)]
+    if not parts:
+        return np.empty(0), np.empty(0)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def ks_distances(sample: SortedSample, cdf: CdfFunction, candidates: np.ndarray) -> np.ndarray:
+    """Exact KS distance of each given candidate (every tail point evaluated)."""
+    result = np.empty(candidates.size)
+    for i, candidate in enumerate(candidates):
+        n_points = sample.unique.size - candidate
+        result[i] = _bounds(sample, cdf, np.array([candidate]), n_points)[0][0]
+    return result
+
+
+def _exact_best(sample: SortedSample, cdf: CdfFunction, candidates: np.ndarray) -> float:
+    """Smallest exact distance among a few candidates: a tight bound to prune with."""
+    return float(ks_distances(sample, cdf, candidates).min()) if candidates.size else np.inf
+
+
+def scan(sample: SortedSample, cdf: CdfFunction, valid: np.ndarray) -> tuple[int, float]:
+    """(index, KS distance) of the best valid candidate: smallest distance, then smallest xmin."""
+    active = np.flatnonzero(valid)
+    if active.size == 0:
+        return -1, float("nan")
+    n_points = _FIRST_POINTS
+    best = np.inf
+    while True:
+        tail_points = sample.unique.size - active
+        lower, upper = _blockwise(sample, cdf, active, n_points)
+        promising = active[np.unique(np.concatenate([np.argsort(lower)[:_PROBES], np.argsort(upper)[:_PROBES]]))]
+        best = min(best, upper.min(), _exact_best(sample, cdf, promising))
+        keep = lower <= best * (1 + 1e-12)  # exact ties must survive: the smallest xmin wins them
+        active, tail_points = active[keep], tail_points[keep]
+        if np.all(tail_points <= n_points):
+            exact = lower[keep]
+            winner = np.flatnonzero(exact == exact.min())[0]
+            return int(active[winner]), float(exact[winner])
+        n_points = min(n_points * _GROWTH, int(tail_points.max()))
