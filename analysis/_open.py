@@ -35,4 +35,5 @@ def open_store(
     if committed < dataset.sizes["token"]:
         dataset = dataset.isel(token=slice(0, committed))
     dataset.attrs["source"] = location.display()
+    dataset.encoding["store_location"] = location  # for the fits cache; never written out
     return dataset

@@ -9,7 +9,7 @@ choices; ``alpha_range`` reproduces its parameter range and boundary rule.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -36,6 +36,8 @@ class PowerLawFit:
     n_excluded: int
     discrete: bool
     status: str = "ok"
+    comparisons: dict[str, Any] = field(default_factory=dict)  # alternative -> Comparison(R, p)
+    gof_p: float = float("nan")  # bootstrap goodness-of-fit p-value, when asked for
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -121,7 +123,7 @@ def _failed(n: int, n_excluded: int, discrete: bool, status: str) -> PowerLawFit
     return PowerLawFit(nan, nan, nan, nan, 0, n, n_excluded, discrete, status)
 
 
-def fit_power_law(
+def clauset_fit(
     values: np.ndarray, discrete: bool | None = None, alpha_range: tuple[float, float] | None = None
 ) -> PowerLawFit:
     """Fit a power-law tail to ``values`` (non-finite and non-positive values are excluded).

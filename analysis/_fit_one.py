@@ -1,0 +1,41 @@
+"""``fit_power_law``: one 1-D array in, the full Clauset analysis out."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from analysis._bootstrap import bootstrap_p
+from analysis._compare import ALTERNATIVES, compare
+from analysis._powerlaw import PowerLawFit, clauset_fit, clean
+
+
+def fit_power_law(
+    values: np.ndarray,
+    discrete: bool | None = None,
+    alpha_range: tuple[float, float] | None = None,
+    compare_with: tuple[str, ...] | bool = False,
+    n_boot: int = 0,
+    seed: int = 0,
+) -> PowerLawFit:
+    """Fit a power-law tail (Clauset, Shalizi & Newman 2009) to ``values``.
+
+    Non-finite and non-positive values are excluded and counted in ``n_excluded``.
+    ``discrete=None`` treats all-integer data as discrete. ``alpha_range=None`` is
+    the plain estimator; ``(0, 3)`` reproduces ``powerlaw.Fit``'s default range.
+    ``compare_with=True`` (or a tuple of names from ``ALTERNATIVES``) adds
+    likelihood-ratio comparisons; ``n_boot > 0`` adds the bootstrap p-value.
+    A constant, tiny or empty series gives NaN with ``status`` saying why.
+    """
+    fit = clauset_fit(values, discrete, alpha_range)
+    if fit.status != "ok":
+        return fit
+    ordered, _ = clean(values)
+    updates: dict[str, object] = {}
+    if compare_with:
+        names = ALTERNATIVES if compare_with is True else tuple(compare_with)
+        updates["comparisons"] = compare(ordered[ordered >= fit.xmin], fit.xmin, fit.alpha, fit.discrete, names)
+    if n_boot:
+        updates["gof_p"] = bootstrap_p(ordered, fit, n_boot, seed, alpha_range)
+    return dataclasses.replace(fit, **updates)

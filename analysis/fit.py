@@ -1,0 +1,94 @@
+"""``python -m analysis.fit STORE_OR_NAME``: fit every series, print a table, cache the ``fits`` group.
+
+This module is also what ``analysis.fit`` names once it is imported: calling it
+(``analysis.fit(ds)``) calls :func:`analysis._dataset_fit.fit`, so the function
+and the command share one name whichever was imported first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import types
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from analysis._dataset_fit import fit as fit_dataset
+from analysis._open import open_store
+from store import InputError
+
+
+def table(fits: xr.Dataset) -> str:
+    """One line per (model, layer, metric): the numbers a researcher scans first."""
+    header = f"{'model':<24} {'layer':<9} {'metric':<20} {'alpha':>7} {'xmin':>10} {'n_tail':>7} {'ks_d':>6} {'slope':>7} {'R_ln':>6}"
+    lines = [header, "-" * len(header)]
+    for model in fits.model.values:
+        for layer in fits.layer.values:
+            for metric in fits.metric.values:
+                cell = fits.sel(model=model, layer=layer, metric=metric)
+                r_lognormal = float(cell.R.sel(alternative="lognormal")) if "R" in cell else np.nan
+                lines.append(
+                    f"{str(model)[:24]:<24} {str(layer):<9} {str(metric):<20} {float(cell.alpha):7.3f} "
+                    f"{float(cell.xmin):10.4g} {int(np.nan_to_num(cell.n_tail)):7d} {float(cell.ks_d):6.3f} "
+                    f"{float(cell.slope):7.3f} {r_lognormal:6.2f}"
+                )
+    return "\n".join(lines)
+
+
+def _range(text: str) -> tuple[float, float]:
+    low, _, high = text.partition(",")
+    try:
+        return float(low), float(high)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH such as 0,3, got {text!r}") from error
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m analysis.fit", description=__doc__.split("\n\n")[0])
+    parser.add_argument("store", help="a catalog.yaml name, a local store path or an s3:// URL")
+    parser.add_argument("--alpha-range", type=_range, default=None,
+                        help="LOW,HIGH: restrict alpha as powerlaw.Fit does (0,3 reproduces its default)")
+    parser.add_argument("--n-boot", type=int, default=0, help="bootstrap goodness-of-fit samples (0: skip)")
+    parser.add_argument("--transform", choices=("abs", "positive", "negative"), default="abs",
+                        help="fit |value| (default), or the positive / negative side")
+    parser.add_argument("--no-compare", action="store_true", help="skip the likelihood-ratio comparisons")
+    parser.add_argument("--no-channels", action="store_true", help="skip the per-channel fits")
+    parser.add_argument("--no-cache", action="store_true", help="neither read nor write the store's fits group")
+    parser.add_argument("--scheduler", default="threads", help="dask scheduler: threads, processes, synchronous")
+    parser.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="fsspec option for the store, e.g. endpoint_url=http://127.0.0.1:9000")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import dask
+    from dask.diagnostics import ProgressBar
+
+    options = parse(argv)
+    try:
+        storage = dict(item.split("=", 1) for item in options.storage_option)
+        dataset = open_store(options.store, storage_options=storage)
+        with dask.config.set(scheduler=options.scheduler), ProgressBar():
+            fits = fit_dataset(dataset, alpha_range=options.alpha_range, compare=not options.no_compare,
+                               n_boot=options.n_boot, transform=options.transform,
+                               channels=not options.no_channels, cache=not options.no_cache).compute()
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(table(fits))
+    if not options.no_cache:
+        print(f"\nfits written to the 'fits' group of {dataset.attrs['source']}")
+    return 0
+
+
+class _CallableModule(types.ModuleType):
+    def __call__(self, *args: Any, **kwargs: Any) -> xr.Dataset:
+        return fit_dataset(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
+
+if __name__ == "__main__":
+    sys.exit(main())
