@@ -22,7 +22,7 @@ CdfFunction = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 _FIRST_POINTS = 16
 _GROWTH = 4
-_PROBES = 4  # candidates evaluated exactly per round to tighten the bound
+_PROBES = 4  # candidates evaluated finely per round to tighten the best bound
 _BLOCK_CELLS = 1 << 21  # candidates x points evaluated at once: bounds memory, not work
 
 
@@ -85,7 +85,7 @@ def ks_distances(sample: SortedSample, cdf: CdfFunction, candidates: np.ndarray)
 
 
 def _exact_best(sample: SortedSample, cdf: CdfFunction, candidates: np.ndarray) -> float:
-    """Smallest exact distance among a few candidates: a tight bound to prune with."""
+    """Smallest exact distance among a few promising candidates: a tight bound to prune with."""
     return float(ks_distances(sample, cdf, candidates).min()) if candidates.size else np.inf
 
 
@@ -102,9 +102,8 @@ def scan(sample: SortedSample, cdf: CdfFunction, valid: np.ndarray) -> tuple[int
         promising = active[np.unique(np.concatenate([np.argsort(lower)[:_PROBES], np.argsort(upper)[:_PROBES]]))]
         best = min(best, upper.min(), _exact_best(sample, cdf, promising))
         keep = lower <= best * (1 + 1e-12)  # exact ties must survive: the smallest xmin wins them
-        active, tail_points = active[keep], tail_points[keep]
+        active, tail_points, lower = active[keep], tail_points[keep], lower[keep]
         if np.all(tail_points <= n_points):
-            exact = lower[keep]
-            winner = np.flatnonzero(exact == exact.min())[0]
-            return int(active[winner]), float(exact[winner])
+            winner = np.flatnonzero(lower == lower.min())[0]
+            return int(active[winner]), float(lower[winner])
         n_points = min(n_points * _GROWTH, int(tail_points.max()))

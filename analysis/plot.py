@@ -1,0 +1,49 @@
+"""``python -m analysis.plot STORE_OR_NAME --format png --out DIR``: every diagnostic plot of a store."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from analysis import plots
+from analysis._dataset_fit import fit
+from analysis._open import open_store
+from store import InputError
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m analysis.plot", description=__doc__.split("\n\n")[0])
+    parser.add_argument("store", help="a catalog.yaml name, a local store path or an s3:// URL")
+    parser.add_argument("--format", choices=sorted(plots.FORMATS), default="png", help="static file format")
+    parser.add_argument("--out", type=Path, default=Path("plots"), help="output folder")
+    parser.add_argument("--no-html", action="store_true", help="skip the interactive HTML dashboard")
+    parser.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="fsspec option for the store, e.g. endpoint_url=http://127.0.0.1:9000")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse(argv)
+    try:
+        storage = dict(item.split("=", 1) for item in options.storage_option)
+        dataset = open_store(options.store, storage_options=storage)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    with tqdm(total=3, desc="plots", unit="step") as progress:
+        fits = fit(dataset).compute()  # the same options as python -m analysis.fit: reuses its cache
+        progress.update()
+        written = plots.all_static(dataset.load(), fits, options.out, options.format)
+        progress.update()
+        if not options.no_html:
+            written.append(plots.html_dashboard(dataset, fits, options.out / "dashboard.html"))
+        progress.update()
+    print(f"wrote {len(written)} files to {options.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
