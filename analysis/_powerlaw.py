@@ -73,6 +73,17 @@ def _continuous_cdf(sample: SortedSample, alpha: np.ndarray):  # noqa: ANN202 - 
     return cdf
 
 
+def _compiled_bounds(sample: SortedSample, alpha: np.ndarray):  # noqa: ANN202 - a BoundsFunction
+    from analysis._ks_kernel import continuous_bounds
+
+    log_unique = np.log(sample.unique)
+
+    def bounds(candidates: np.ndarray, n_points: int, best: float) -> tuple[np.ndarray, np.ndarray]:
+        return continuous_bounds(log_unique, sample.below, sample.n, alpha, candidates, n_points, best)
+
+    return bounds
+
+
 def _log_zeta_slope(alpha: np.ndarray, xmin: np.ndarray) -> np.ndarray:
     """d/d alpha of log zeta(alpha, xmin), by a central difference (error ~1e-10)."""
     step = 1e-5
@@ -140,7 +151,8 @@ def clauset_fit(
         return _failed(sample.n, n_excluded, discrete, reason)
     alpha = _discrete_alpha(sample, ordered) if discrete else _continuous_alpha(sample, ordered)
     cdf = _discrete_cdf(sample, alpha) if discrete else _continuous_cdf(sample, alpha)
-    best, ks_d = scan(sample, cdf, _valid(alpha, alpha_range, discrete))
+    bounds = None if discrete else _compiled_bounds(sample, alpha)
+    best, ks_d = scan(sample, cdf, _valid(alpha, alpha_range, discrete), bounds)
     if best < 0:
         return _failed(sample.n, n_excluded, discrete, "no candidate xmin gives a valid alpha")
     n_tail = int(sample.n_tail(np.array([best]))[0])

@@ -19,10 +19,12 @@ import numpy as np
 
 # cdf(candidate indices (r,), point indices (r, k)) -> fitted CDF at unique[point] (r, k)
 CdfFunction = Callable[[np.ndarray, np.ndarray], np.ndarray]
+# bounds(candidates, n_points, best) -> (lower, upper): a compiled replacement of _blockwise
+BoundsFunction = Callable[[np.ndarray, int, float], tuple[np.ndarray, np.ndarray]]
 
 _FIRST_POINTS = 16
 _GROWTH = 4
-_PROBES = 4  # candidates evaluated finely per round to tighten the best bound
+_PROBES = 2  # candidates evaluated finely per round to tighten the best bound
 _BLOCK_CELLS = 1 << 21  # candidates x points evaluated at once: bounds memory, not work
 
 
@@ -84,23 +86,41 @@ def ks_distances(sample: SortedSample, cdf: CdfFunction, candidates: np.ndarray)
     return result
 
 
-def _exact_best(sample: SortedSample, cdf: CdfFunction, candidates: np.ndarray) -> float:
+def _numpy_bounds(sample: SortedSample, cdf: CdfFunction) -> BoundsFunction:
+    return lambda candidates, n_points, best: _blockwise(sample, cdf, candidates, n_points)
+
+
+def _exact_best(sample: SortedSample, bounds: BoundsFunction, candidates: np.ndarray) -> float:
     """Smallest exact distance among a few promising candidates: a tight bound to prune with."""
-    return float(ks_distances(sample, cdf, candidates).min()) if candidates.size else np.inf
+    if candidates.size == 0:
+        return np.inf
+    longest_tail = int(sample.unique.size - candidates.min())  # enough points to cover every tail
+    return float(bounds(candidates, longest_tail, np.inf)[0].min())
 
 
-def scan(sample: SortedSample, cdf: CdfFunction, valid: np.ndarray) -> tuple[int, float]:
+def _smallest(values: np.ndarray, count: int) -> np.ndarray:
+    """Positions of the ``count`` smallest values (unordered), without a full sort."""
+    if values.size <= count:
+        return np.arange(values.size)
+    return np.argpartition(values, count)[:count]
+
+
+def scan(sample: SortedSample, cdf: CdfFunction, valid: np.ndarray,
+         bounds: BoundsFunction | None = None) -> tuple[int, float]:
     """(index, KS distance) of the best valid candidate: smallest distance, then smallest xmin."""
+    bounds = bounds or _numpy_bounds(sample, cdf)
     active = np.flatnonzero(valid)
     if active.size == 0:
         return -1, float("nan")
     n_points = _FIRST_POINTS
     best = np.inf
+    probed = np.empty(0, np.int64)
     while True:
         tail_points = sample.unique.size - active
-        lower, upper = _blockwise(sample, cdf, active, n_points)
-        promising = active[np.unique(np.concatenate([np.argsort(lower)[:_PROBES], np.argsort(upper)[:_PROBES]]))]
-        best = min(best, upper.min(), _exact_best(sample, cdf, promising))
+        lower, upper = bounds(active, n_points, best * (1 + 1e-12))
+        promising = np.setdiff1d(active[np.concatenate([_smallest(lower, _PROBES), _smallest(upper, _PROBES)])], probed)
+        probed = np.union1d(probed, promising)
+        best = min(best, upper.min(), _exact_best(sample, bounds, promising))
         keep = lower <= best * (1 + 1e-12)  # exact ties must survive: the smallest xmin wins them
         active, tail_points, lower = active[keep], tail_points[keep], lower[keep]
         if np.all(tail_points <= n_points):

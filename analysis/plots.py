@@ -24,9 +24,7 @@ FORMATS = {"png": ("png",), "pdf": ("pdf",), "both": ("png", "pdf")}
 
 
 def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
+    # no matplotlib.use(): notebooks keep their inline backend, headless machines fall back to Agg
     import matplotlib.pyplot as plt
 
     return plt
