@@ -14,7 +14,8 @@ import numba
 import numpy as np
 
 
-def _continuous_bounds(log_unique: np.ndarray, below: np.ndarray, n: int, alpha: np.ndarray,
+@numba.njit(parallel=True, cache=True, nogil=True)
+def continuous_bounds(log_unique: np.ndarray, below: np.ndarray, n: int, alpha: np.ndarray,
                       candidates: np.ndarray, n_points: int, best: float) -> tuple[np.ndarray, np.ndarray]:
     last = log_unique.size - 1
     lower = np.empty(candidates.size)
@@ -47,14 +48,3 @@ def _continuous_bounds(log_unique: np.ndarray, below: np.ndarray, n: int, alpha:
         upper[i] = np.inf if stopped else max(largest, between)
     return lower, upper
 
-
-# Threads pay off only on big batches; small ones (the common case late in a scan) run serially.
-_PARALLEL = numba.njit(parallel=True, cache=True, nogil=True)(_continuous_bounds)
-_SERIAL = numba.njit(cache=True, nogil=True)(_continuous_bounds)
-_PARALLEL_WORK = 1 << 17
-
-
-def continuous_bounds(log_unique: np.ndarray, below: np.ndarray, n: int, alpha: np.ndarray,
-                      candidates: np.ndarray, n_points: int, best: float) -> tuple[np.ndarray, np.ndarray]:
-    kernel = _PARALLEL if candidates.size * n_points >= _PARALLEL_WORK else _SERIAL
-    return kernel(log_unique, below, n, alpha, candidates, n_points, best)

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from torch import nn
 from tqdm.auto import tqdm
 
 from builders import _models as models
@@ -78,8 +81,20 @@ def _summary(location: StoreLocation, label: str, session: WriteSession, result:
     ])
 
 
-def run(config: CollectConfig) -> int:
-    """Validate everything that can fail, then collect; returns the exit code."""
+@dataclass(frozen=True)
+class _Prepared:
+    """Everything a build needs, checked and loaded before the store is touched."""
+
+    location: StoreLocation
+    layout: StatsLayout
+    slot: ModelSlot
+    model: nn.Module
+    modules: list[nn.Module]
+    rows: Iterator[tuple[np.ndarray, np.ndarray]]
+
+
+def _prepare(config: CollectConfig) -> _Prepared:
+    """Every check that can fail runs here, cheapest first; nothing is written."""
     location = StoreLocation(config.store, config.storage_options)
     location.check_writable()
     documents = iter_documents(config.data)  # a missing local file fails here, before any loading
@@ -98,31 +113,38 @@ def run(config: CollectConfig) -> int:
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
     layout = _layout(config)
     channels = sample_channels(hidden_size, layout.n_channels, len(layout.layers), config.stats.channel_seed)
-    slot = ModelSlot(source.label, np.asarray(layer_indices),
-                     channels, model_provenance(source, config, model_config, hidden_size, dtype))
+    provenance = model_provenance(source, config, model_config, hidden_size, dtype)
+    slot = ModelSlot(source.label, np.asarray(layer_indices), channels, provenance)
+    modules = models.collection_modules(model, layer_indices, n_layers)
+    return _Prepared(location, layout, slot, model, modules, rows)
+
+
+def run(config: CollectConfig) -> int:
+    """Validate everything that can fail, then collect; returns the exit code."""
+    prepared = _prepare(config)
     if config.overwrite:
-        location.remove()
-    session = open_session(location, layout, slot, store_attrs(config, layout.token_chunk))
-    return _collect_into(config, location, session, model, rows, layer_indices, n_layers, source.label)
+        prepared.location.remove()
+    attrs = store_attrs(config, prepared.layout.token_chunk)
+    session = open_session(prepared.location, prepared.layout, prepared.slot, attrs)
+    return _collect_into(config, prepared, session)
 
 
-def _collect_into(config, location, session, model, rows, layer_indices, n_layers, label) -> int:  # type: ignore[no-untyped-def]
-    layout = session.layout
+def _collect_into(config: CollectConfig, prepared: _Prepared, session: WriteSession) -> int:
+    layout, label, location = session.layout, prepared.slot.label, prepared.location
     if session.committed >= layout.n_tokens:
         print(f"Nothing to do: model {label!r} is complete in {location.display()} ({layout.n_tokens:,} tokens).")
         return 0
     if session.committed:
         print(f"Resuming model {label!r} at token {session.committed:,} of {layout.n_tokens:,}.")
-    modules = models.collection_modules(model, layer_indices, n_layers)
     channel_index = session.group["channel_index"][session.slot]
-    capture = StatsCapture(modules, layout.metrics, channel_index)
+    capture = StatsCapture(prepared.modules, layout.metrics, channel_index)
     writer = StatsWriter(session.group, session.slot, layout.token_chunk, session.committed)
     max_rows = layout.n_tokens // config.data.max_seq_len
-    batches = iter_batches(rows, config.data.batch_size, max_rows, first_token=session.committed)
+    batches = iter_batches(prepared.rows, config.data.batch_size, max_rows, first_token=session.committed)
     with tqdm(total=layout.n_tokens, initial=session.committed, unit="tok", unit_scale=True,
               desc=f"collect {label}", disable=not config.progress, smoothing=0.1) as progress:
-        result = collect(models.decoder_body(model), capture, batches, writer,
-                         models.input_device(model), progress)
+        result = collect(models.decoder_body(prepared.model), capture, batches, writer,
+                         models.input_device(prepared.model), progress)
     _finish(location, session, result, label)
     print(_summary(location, label, session, result))
     return 0
