@@ -5,7 +5,14 @@ fitted and empirical CDF over ``n_points`` tail points spread evenly (a lower bo
 its KS distance; exact once the points cover the tail) and an upper bound from
 monotonicity between neighbouring points. A candidate whose running lower bound
 already exceeds ``best`` stops early: it cannot win, and its partial maximum is
-still a valid lower bound.
+still a valid lower bound. ``hints`` are points checked first: where the best
+candidate so far has its largest gaps, which is where its near-identical neighbours
+(the expensive ones: they survive to the finest levels) have theirs too.
+
+Candidates are processed in blocks with the point loop outermost: the q-th points of
+neighbouring candidates are neighbours in memory, so a block streams through the
+sorted sample instead of jumping across it (at 10 million values the jumps, not the
+arithmetic, would dominate).
 """
 
 from __future__ import annotations
@@ -13,38 +20,56 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+BLOCK = 512
+
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def continuous_bounds(log_unique: np.ndarray, below: np.ndarray, n: int, alpha: np.ndarray,
-                      candidates: np.ndarray, n_points: int, best: float) -> tuple[np.ndarray, np.ndarray]:
+                      candidates: np.ndarray, n_points: int, best: float,
+                      hints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     last = log_unique.size - 1
     lower = np.empty(candidates.size)
     upper = np.empty(candidates.size)
-    for i in numba.prange(candidates.size):
-        j = candidates[i]
-        exponent = 1.0 - alpha[j]
-        log_xmin = log_unique[j]
-        below_xmin = below[j]
-        n_tail = n - below_xmin
-        span = last - j
-        largest = 0.0
-        between = 0.0
-        previous_fitted = 0.0
-        previous_empirical = 0.0
-        stopped = False
+    n_blocks = (candidates.size + BLOCK - 1) // BLOCK
+    for block in numba.prange(n_blocks):
+        start = block * BLOCK
+        size = min(candidates.size, start + BLOCK) - start
+        largest = np.zeros(size)
+        between = np.zeros(size)
+        previous_fitted = np.zeros(size)
+        previous_empirical = np.zeros(size)
+        alive = np.ones(size, dtype=np.bool_)
+        remaining = size
+        for i in range(size):
+            j = candidates[start + i]
+            for k in hints:
+                if k < j:
+                    continue
+                fitted = -np.expm1((1.0 - alpha[j]) * (log_unique[k] - log_unique[j]))
+                empirical = (below[k] - below[j]) / (n - below[j])
+                largest[i] = max(largest[i], abs(fitted - empirical))
+            if largest[i] > best:
+                alive[i] = False
+                remaining -= 1
         for q in range(n_points):
-            k = j + int(np.floor(q * span / (n_points - 1) + 0.5))
-            fitted = -np.expm1(exponent * (log_unique[k] - log_xmin))
-            empirical = (below[k] - below_xmin) / n_tail
-            largest = max(largest, abs(fitted - empirical))
-            if q > 0:
-                between = max(between, fitted - previous_empirical, empirical - previous_fitted)
-            previous_fitted = fitted
-            previous_empirical = empirical
-            if largest > best:
-                stopped = True
+            if remaining == 0:
                 break
-        lower[i] = largest
-        upper[i] = np.inf if stopped else max(largest, between)
+            for i in range(size):
+                if not alive[i]:
+                    continue
+                j = candidates[start + i]
+                k = j + int(np.floor(q * (last - j) / (n_points - 1) + 0.5))
+                fitted = -np.expm1((1.0 - alpha[j]) * (log_unique[k] - log_unique[j]))
+                empirical = (below[k] - below[j]) / (n - below[j])
+                largest[i] = max(largest[i], abs(fitted - empirical))
+                if q > 0:
+                    between[i] = max(between[i], fitted - previous_empirical[i], empirical - previous_fitted[i])
+                previous_fitted[i] = fitted
+                previous_empirical[i] = empirical
+                if largest[i] > best:
+                    alive[i] = False
+                    remaining -= 1
+        for i in range(size):
+            lower[start + i] = largest[i]
+            upper[start + i] = max(largest[i], between[i]) if alive[i] else np.inf
     return lower, upper
-

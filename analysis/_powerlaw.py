@@ -78,8 +78,8 @@ def _compiled_bounds(sample: SortedSample, alpha: np.ndarray):  # noqa: ANN202 -
 
     log_unique = np.log(sample.unique)
 
-    def bounds(candidates: np.ndarray, n_points: int, best: float) -> tuple[np.ndarray, np.ndarray]:
-        return continuous_bounds(log_unique, sample.below, sample.n, alpha, candidates, n_points, best)
+    def bounds(candidates: np.ndarray, n_points: int, best: float, hints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return continuous_bounds(log_unique, sample.below, sample.n, alpha, candidates, n_points, best, hints)
 
     return bounds
 

@@ -19,8 +19,11 @@ import numpy as np
 
 # cdf(candidate indices (r,), point indices (r, k)) -> fitted CDF at unique[point] (r, k)
 CdfFunction = Callable[[np.ndarray, np.ndarray], np.ndarray]
-# bounds(candidates, n_points, best) -> (lower, upper): a compiled replacement of _blockwise
-BoundsFunction = Callable[[np.ndarray, int, float], tuple[np.ndarray, np.ndarray]]
+# bounds(candidates, n_points, best, hints) -> (lower, upper): a compiled replacement of _blockwise;
+# ``hints`` are point indices to check first (where the best candidate has its largest gaps)
+BoundsFunction = Callable[[np.ndarray, int, float, np.ndarray], tuple[np.ndarray, np.ndarray]]
+_HINTS = 16
+_NO_HINTS = np.empty(0, np.int64)
 
 _FIRST_POINTS = 16
 _GROWTH = 4
@@ -87,15 +90,24 @@ def ks_distances(sample: SortedSample, cdf: CdfFunction, candidates: np.ndarray)
 
 
 def _numpy_bounds(sample: SortedSample, cdf: CdfFunction) -> BoundsFunction:
-    return lambda candidates, n_points, best: _blockwise(sample, cdf, candidates, n_points)
+    return lambda candidates, n_points, best, hints: _blockwise(sample, cdf, candidates, n_points)
 
 
-def _exact_best(sample: SortedSample, bounds: BoundsFunction, candidates: np.ndarray) -> float:
-    """Smallest exact distance among a few promising candidates: a tight bound to prune with."""
+def _exact_best(sample: SortedSample, bounds: BoundsFunction, candidates: np.ndarray) -> tuple[float, int]:
+    """Smallest exact distance among a few promising candidates, and which one: a tight bound."""
     if candidates.size == 0:
-        return np.inf
+        return np.inf, -1
     longest_tail = int(sample.unique.size - candidates.min())  # enough points to cover every tail
-    return float(bounds(candidates, longest_tail, np.inf)[0].min())
+    exact = bounds(candidates, longest_tail, np.inf, _NO_HINTS)[0]
+    return float(exact.min()), int(candidates[np.argmin(exact)])
+
+
+def _largest_gaps(sample: SortedSample, cdf: CdfFunction, candidate: int) -> np.ndarray:
+    """The points where ``candidate``'s fitted and empirical CDFs differ most."""
+    points = np.arange(candidate, sample.unique.size)
+    fitted = cdf(np.array([candidate]), points[None, :])[0]
+    empirical = (sample.below[points] - sample.below[candidate]) / sample.n_tail(np.array([candidate]))[0]
+    return points[_smallest(-np.abs(fitted - empirical), _HINTS)]
 
 
 def _smallest(values: np.ndarray, count: int) -> np.ndarray:
@@ -115,12 +127,16 @@ def scan(sample: SortedSample, cdf: CdfFunction, valid: np.ndarray,
     n_points = _FIRST_POINTS
     best = np.inf
     probed = np.empty(0, np.int64)
+    hints = _NO_HINTS
     while True:
         tail_points = sample.unique.size - active
-        lower, upper = bounds(active, n_points, best * (1 + 1e-12))
+        lower, upper = bounds(active, n_points, best * (1 + 1e-12), hints)
         promising = np.setdiff1d(active[np.concatenate([_smallest(lower, _PROBES), _smallest(upper, _PROBES)])], probed)
         probed = np.union1d(probed, promising)
-        best = min(best, upper.min(), _exact_best(sample, bounds, promising))
+        probe_best, probe_winner = _exact_best(sample, bounds, promising)
+        if probe_best < best:
+            hints = _largest_gaps(sample, cdf, probe_winner)
+        best = min(best, upper.min(), probe_best)
         keep = lower <= best * (1 + 1e-12)  # exact ties must survive: the smallest xmin wins them
         active, tail_points, lower = active[keep], tail_points[keep], lower[keep]
         if np.all(tail_points <= n_points):

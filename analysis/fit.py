@@ -16,7 +16,7 @@ import numpy as np
 import xarray as xr
 
 from analysis._dataset_fit import fit as fit_dataset
-from analysis._open import open_store
+from analysis._cli import add_store_arguments, open_from_arguments
 from store import InputError
 
 
@@ -47,7 +47,7 @@ def _range(text: str) -> tuple[float, float]:
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m analysis.fit", description=__doc__.split("\n\n")[0])
-    parser.add_argument("store", help="a catalog.yaml name, a local store path or an s3:// URL")
+    add_store_arguments(parser)
     parser.add_argument("--alpha-range", type=_range, default=None,
                         help="LOW,HIGH: restrict alpha as powerlaw.Fit does (0,3 reproduces its default)")
     parser.add_argument("--n-boot", type=int, default=0, help="bootstrap goodness-of-fit samples (0: skip)")
@@ -57,8 +57,6 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-channels", action="store_true", help="skip the per-channel fits")
     parser.add_argument("--no-cache", action="store_true", help="neither read nor write the store's fits group")
     parser.add_argument("--scheduler", default="threads", help="dask scheduler: threads, processes, synchronous")
-    parser.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
-                        help="fsspec option for the store, e.g. endpoint_url=http://127.0.0.1:9000")
     return parser.parse_args(argv)
 
 
@@ -68,8 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
     options = parse(argv)
     try:
-        storage = dict(item.split("=", 1) for item in options.storage_option)
-        dataset = open_store(options.store, storage_options=storage)
+        dataset = open_from_arguments(options)
         with dask.config.set(scheduler=options.scheduler), ProgressBar():
             fits = fit_dataset(dataset, alpha_range=options.alpha_range, compare=not options.no_compare,
                                n_boot=options.n_boot, transform=options.transform,

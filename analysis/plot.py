@@ -10,26 +10,23 @@ from tqdm.auto import tqdm
 
 from analysis import plots
 from analysis._dataset_fit import fit
-from analysis._open import open_store
+from analysis._cli import add_store_arguments, open_from_arguments
 from store import InputError
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m analysis.plot", description=__doc__.split("\n\n")[0])
-    parser.add_argument("store", help="a catalog.yaml name, a local store path or an s3:// URL")
+    add_store_arguments(parser)
     parser.add_argument("--format", choices=sorted(plots.FORMATS), default="png", help="static file format")
     parser.add_argument("--out", type=Path, default=Path("plots"), help="output folder")
     parser.add_argument("--no-html", action="store_true", help="skip the interactive HTML dashboard")
-    parser.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
-                        help="fsspec option for the store, e.g. endpoint_url=http://127.0.0.1:9000")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     options = parse(argv)
     try:
-        storage = dict(item.split("=", 1) for item in options.storage_option)
-        dataset = open_store(options.store, storage_options=storage)
+        dataset = open_from_arguments(options)
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

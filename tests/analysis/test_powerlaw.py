@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from analysis import fit_power_law, rank_ols
-from analysis._powerlaw import SortedSample, _continuous_alpha, _continuous_cdf, clean
+from analysis._powerlaw import SortedSample, _compiled_bounds, _continuous_alpha, _continuous_cdf, clean
 from analysis._xmin_scan import ks_distances, scan
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "powerlaw"
@@ -69,17 +69,29 @@ def test_plfit_continuous_example() -> None:
     assert fit.ks_d == pytest.approx(0.007116960455, rel=1e-8)
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_pruned_scan_equals_brute_force(seed: int) -> None:
+def _mixture(seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    values = np.concatenate([rng.lognormal(0, 1, 1500), rng.pareto(1.8, 500) + 3])
-    ordered, _ = clean(values)
+    return np.concatenate([rng.lognormal(0, 1, 1500), rng.pareto(1.8, 500) + 3])
+
+
+def _pure_pareto(seed: int) -> np.ndarray:
+    # the hardest case: every candidate's KS distance is close to the best one
+    return np.random.default_rng(seed).pareto(1.5, 3000) + 1
+
+
+@pytest.mark.parametrize("make", [_mixture, _pure_pareto])
+@pytest.mark.parametrize("seed", range(3))
+def test_pruned_scan_equals_brute_force(make, seed: int) -> None:  # noqa: ANN001
+    ordered, _ = clean(make(seed))
     sample = SortedSample.from_sorted(ordered)
     alpha = _continuous_alpha(sample, ordered)
     cdf = _continuous_cdf(sample, alpha)
     every = np.arange(sample.n_candidates)
-    distances = ks_distances(sample, cdf, every)
-    assert scan(sample, cdf, np.ones(every.size, bool)) == (int(np.argmin(distances)), distances.min())
+    distances = ks_distances(sample, cdf, every)  # every candidate, every point
+    expected = (int(np.argmin(distances)), distances.min())
+    assert scan(sample, cdf, np.ones(every.size, bool)) == expected  # numpy bounds
+    index, distance = scan(sample, cdf, np.ones(every.size, bool), _compiled_bounds(sample, alpha))
+    assert index == expected[0] and distance == pytest.approx(expected[1], rel=1e-12)  # compiled bounds
 
 
 def test_live_powerlaw_agrees_on_fresh_samples() -> None:
