@@ -5,9 +5,11 @@ For every candidate xmin (each unique value but the two largest, as in
 the empirical CDF of the tail, over the tail's unique values. Evaluated on a
 subset of those values it is a *lower bound*; between two evaluated points both
 CDFs are monotone, which gives an *upper bound*. Candidates whose lower bound
-exceeds the best upper bound cannot win and are dropped; the subset grows
-(16, 128, 1024, ... points) until every survivor's distance is exact. The result
-is the exact minimiser, computed in a fraction of the full O(m^2) work.
+exceeds the best upper bound (or the exact distance of a few promising
+candidates) cannot win and are dropped; the subset grows (16, 64, 256, ...
+points) until every survivor's distance is exact. The result is the exact
+minimiser, computed in a fraction of the full O(m^2) work. Continuous fits use
+the compiled kernel in ``_ks_kernel``; discrete fits the NumPy bounds below.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ _NO_HINTS = np.empty(0, np.int64)
 
 _FIRST_POINTS = 16
 _GROWTH = 4
-_PROBES = 2  # candidates evaluated finely per round to tighten the best bound
+_PROBES = 2  # candidates evaluated exactly per round (by lower and by upper bound) to tighten the best
 _BLOCK_CELLS = 1 << 21  # candidates x points evaluated at once: bounds memory, not work
 
 
