@@ -99,7 +99,7 @@ def memory(tokens: int) -> None:
     with tempfile.TemporaryDirectory() as folder:
         small = _peak_rss_mib(tokens, folder)
         large = _peak_rss_mib(10 * tokens, folder)
-    print(f"\npeak memory of python -m builders.collect (max RSS, whole process)")
+    print("\npeak memory of python -m builders.collect (max RSS, whole process)")
     print(f"  N   = {tokens:>7} tokens : {small:8.1f} MiB")
     print(f"  10N = {10 * tokens:>7} tokens : {large:8.1f} MiB")
     print(f"  ratio 10N / N        : {large / small:.3f}   (goal <= 1.1)")
