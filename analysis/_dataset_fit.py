@@ -72,7 +72,12 @@ def fit(
     channels: bool = True,
     cache: bool = True,
 ) -> xr.Dataset:
-    """Lazy fits of every series of a ``stats`` Dataset (call ``.compute()`` or ``.load()``).
+    """Fits of every series of a ``stats`` Dataset, one dask task per series.
+
+    With ``cache=True`` and a Dataset from ``open_store``, a fresh ``fits`` group in
+    the store is returned lazily as is; otherwise the fits are computed now and
+    written there. Without a store (or ``cache=False``) the result is lazy: call
+    ``.compute()`` under any dask scheduler.
 
     ``transform`` picks what is fitted: ``abs`` (default, |value|: heavy tails of
     either sign), ``positive`` or ``negative`` (the values above or below zero).
