@@ -17,7 +17,6 @@ import numpy as np
 from scipy import optimize, special, stats
 
 ALTERNATIVES = ("lognormal", "exponential", "truncated_power_law", "stretched_exponential")
-_TINY = 1e-300
 _LOG_ROOT_2PI = 0.5 * np.log(2 * np.pi)
 
 

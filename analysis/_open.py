@@ -26,11 +26,10 @@ def open_store(
     location = resolve_location(name_or_url, storage_options, catalog)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # consolidated metadata notice from zarr
-        probe = xr.open_zarr(location.zarr_store(read_only=True), group=group)
-        shards = probe["value"].encoding.get("shards") or probe["value"].encoding["chunks"]
-        dataset = xr.open_zarr(
-            location.zarr_store(read_only=True), group=group, chunks={"token": shards[-1]}
-        )
+        dataset = xr.open_zarr(location.zarr_store(read_only=True), group=group, chunks=None)
+    shards = dataset["value"].encoding.get("shards") or dataset["value"].encoding["chunks"]
+    # one dask chunk per series and shard, as the store is laid out (open_zarr would use inner chunks)
+    dataset = dataset.chunk({"model": 1, "layer": 1, "metric": 1, "channel": 1, "token": shards[-1]})
     committed = int(dataset["committed_tokens"].values.min()) if dataset.sizes["model"] else 0
     if committed < dataset.sizes["token"]:
         dataset = dataset.isel(token=slice(0, committed))

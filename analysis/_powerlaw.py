@@ -54,13 +54,16 @@ def is_integer_valued(values: np.ndarray) -> bool:
     return values.size > 0 and bool(np.all(values == np.round(values)))
 
 
+def _tail_log_sums(sample: SortedSample, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per candidate: sum of log x over its tail, and the tail's size (one suffix sum for all)."""
+    suffix = np.cumsum(np.log(values)[::-1])[::-1]  # suffix[i] = sum(log x[i:])
+    start = sample.below[: sample.n_candidates]
+    return suffix[start], sample.n - start
+
+
 def _continuous_alpha(sample: SortedSample, values: np.ndarray) -> np.ndarray:
-    log_values = np.log(values)
-    suffix = np.cumsum(log_values[::-1])[::-1]  # suffix[i] = sum(log x[i:])
-    candidates = np.arange(sample.n_candidates)
-    start = sample.below[candidates]
-    n_tail = sample.n - start
-    return 1.0 + n_tail / (suffix[start] - n_tail * np.log(sample.unique[candidates]))
+    log_sum, n_tail = _tail_log_sums(sample, values)
+    return 1.0 + n_tail / (log_sum - n_tail * np.log(sample.unique[: sample.n_candidates]))
 
 
 def _continuous_cdf(sample: SortedSample, alpha: np.ndarray):  # noqa: ANN202 - a CdfFunction
@@ -92,14 +95,11 @@ def _log_zeta_slope(alpha: np.ndarray, xmin: np.ndarray) -> np.ndarray:
 
 def _discrete_alpha(sample: SortedSample, values: np.ndarray) -> np.ndarray:
     """Maximum-likelihood alpha per candidate: E_alpha[log x] equals the tail's mean log x."""
-    log_values = np.log(values)
-    suffix = np.cumsum(log_values[::-1])[::-1]
-    candidates = np.arange(sample.n_candidates)
-    start = sample.below[candidates]
-    mean_log = suffix[start] / (sample.n - start)
-    xmin = sample.unique[candidates]
-    low = np.full(candidates.size, _DISCRETE_ALPHA[0])
-    high = np.full(candidates.size, _DISCRETE_ALPHA[1])
+    log_sum, n_tail = _tail_log_sums(sample, values)
+    mean_log = log_sum / n_tail
+    xmin = sample.unique[: sample.n_candidates]
+    low = np.full(xmin.size, _DISCRETE_ALPHA[0])
+    high = np.full(xmin.size, _DISCRETE_ALPHA[1])
     for _ in range(_BISECTION_STEPS):
         middle = 0.5 * (low + high)
         expected_log = -_log_zeta_slope(middle, xmin)  # decreasing in alpha

@@ -48,6 +48,18 @@ def _has_commits(group: zarr.Group | None) -> bool:
     return bool(np.any(group["committed_tokens"][:] > 0))
 
 
+def _check_group(group: zarr.Group | None, location: StoreLocation, build_config: dict[str, Any],
+                 label: str, model_config: dict[str, Any]) -> bool:
+    """Raise if the settings differ from the stored ones; returns whether anything is committed."""
+    if not _has_commits(group):
+        return False
+    _check_same(group.attrs.get("build_config", {}), build_config, location)
+    stored_model = group.attrs.get("models", {}).get(label, {}).get("config")
+    if stored_model is not None:
+        _check_same(stored_model, model_config, location, model=label)
+    return True
+
+
 def check_compatible(
     location: StoreLocation, build_config: dict[str, Any], label: str, model_config: dict[str, Any]
 ) -> None:
@@ -57,22 +69,16 @@ def check_compatible(
     the stored one, and a model already present must have the same model settings.
     A store with nothing committed has nothing to lose and is always compatible.
     """
-    group = _open_group(location)
-    if not _has_commits(group):
-        return
-    _check_same(group.attrs.get("build_config", {}), build_config, location)
-    stored_model = group.attrs.get("models", {}).get(label, {}).get("config")
-    if stored_model is not None:
-        _check_same(stored_model, model_config, location, model=label)
+    _check_group(_open_group(location), location, build_config, label, model_config)
 
 
 def open_session(
     location: StoreLocation, layout: StatsLayout, slot: ModelSlot, attrs: dict[str, Any]
 ) -> WriteSession:
     """A session for ``slot``: new store, new model in an existing store, or a resume."""
-    check_compatible(location, attrs["build_config"], slot.label, slot.provenance["config"])
     group = _open_group(location)
-    if group is None or not _has_commits(group):
+    if group is None or not _check_group(group, location, attrs["build_config"], slot.label,
+                                         slot.provenance["config"]):
         return _create(location, layout, slot, attrs)
     stored_layout = _stored_layout(group, layout)
     labels = [str(label) for label in group["model"][:]]
