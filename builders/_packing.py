@@ -68,6 +68,11 @@ def iter_batches(
         yield Batch(start, np.stack([r[0] for r in chunk]), np.stack([r[1] for r in chunk]))
 
 
+def count_rows(rows: Iterable[tuple[np.ndarray, np.ndarray]], limit: int) -> int:
+    """How many rows the stream yields, counting no further than ``limit``."""
+    return sum(1 for _ in itertools.islice(rows, limit))
+
+
 def peek_rows(rows: Iterator[tuple[np.ndarray, np.ndarray]], source: str, seq_len: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Fail now if the text cannot fill one row; otherwise the same rows, unconsumed."""
     first = next(rows, None)

@@ -21,7 +21,7 @@ from builders import _models as models
 from builders._capture import StatsCapture
 from builders._cli import parse_config
 from builders._config import CollectConfig
-from builders._packing import iter_batches, iter_rows, peek_rows
+from builders._packing import count_rows, iter_batches, iter_rows, peek_rows
 from builders._provenance import model_provenance, sample_channels, store_attrs
 from builders._run import RunResult, collect
 from builders._text import iter_documents
@@ -104,9 +104,11 @@ def _prepare(config: CollectConfig) -> _Prepared:
     layer_indices = models.resolve_layers(config.stats.layers, n_layers)
     hidden_size = _hidden_size(model_config)
     _check_channels(config, hidden_size)
-    if not config.overwrite:
-        check_compatible(location, config.build_config(), source.label, config.model_config())
+    stored = None if config.overwrite else check_compatible(
+        location, config.build_config(), source.label, config.model_config())
     tokenizer = models.load_tokenizer(source, config.model)
+    if stored is not None and stored.committed_by_others(source.label):
+        _check_yield(config, tokenizer, stored.n_tokens, source.label)
     rows = peek_rows(iter_rows(documents, tokenizer, config.data.max_seq_len),
                      config.data.name, config.data.max_seq_len)
     model = models.load_model(source, config.model)
@@ -117,6 +119,21 @@ def _prepare(config: CollectConfig) -> _Prepared:
     slot = ModelSlot(source.label, np.asarray(layer_indices), channels, provenance)
     modules = models.collection_modules(model, layer_indices, n_layers)
     return _Prepared(location, layout, slot, model, modules, rows)
+
+
+def _check_yield(config: CollectConfig, tokenizer: Any, needed: int, label: str) -> None:
+    """Every model in a store has the same token count: refuse a shorter one before writing anything.
+
+    Tokenising is cheap next to the forward pass, so the text is read once more here.
+    """
+    rows = count_rows(iter_rows(iter_documents(config.data), tokenizer, config.data.max_seq_len),
+                      needed // config.data.max_seq_len)
+    if rows * config.data.max_seq_len < needed:
+        raise DataError(
+            f"model {label!r} yields only {rows * config.data.max_seq_len:,} tokens of this text, fewer than "
+            f"the {needed:,} the store's other models committed; collect it into a new store with "
+            "--data.max_tokens at most that, or give it more text"
+        )
 
 
 def run(config: CollectConfig) -> int:
@@ -132,6 +149,7 @@ def run(config: CollectConfig) -> int:
 def _collect_into(config: CollectConfig, prepared: _Prepared, session: WriteSession) -> int:
     layout, label, location = session.layout, prepared.slot.label, prepared.location
     if session.committed >= layout.n_tokens:
+        finish(location, session, layout.n_tokens)  # repairs a build killed while finishing
         print(f"Nothing to do: model {label!r} is complete in {location.display()} ({layout.n_tokens:,} tokens).")
         return 0
     if session.committed:
@@ -145,19 +163,9 @@ def _collect_into(config: CollectConfig, prepared: _Prepared, session: WriteSess
               desc=f"collect {label}", disable=not config.progress, smoothing=0.1) as progress:
         result = collect(models.decoder_body(prepared.model), capture, batches, writer,
                          models.input_device(prepared.model), progress)
-    _finish(location, session, result, label)
+    finish(location, session, result.tokens_committed)  # refuses to cut another model's commits
     print(_summary(location, label, session, result))
     return 0
-
-
-def _finish(location: StoreLocation, session: WriteSession, result: RunResult, label: str) -> None:
-    n_models = session.group["model"].shape[0]
-    if result.tokens_committed < session.layout.n_tokens and n_models > 1:
-        raise DataError(
-            f"model {label!r} yields only {result.tokens_committed:,} tokens of this text, fewer than the "
-            f"store's {session.layout.n_tokens:,}; collect it into a new store with a lower --data.max_tokens"
-        )
-    finish(location, session, result.tokens_committed)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,8 +5,10 @@ See docs/store-format.md for the format itself.
 
 from store._catalog import default_catalog_path, load_catalog, resolve_location
 from store._location import StoreLocation
+from store._options import parse_storage_options
 from store._schema import FORMAT_NAME, FORMAT_VERSION, STATS_GROUP, ModelSlot, StatsLayout
-from store._stats_store import WriteSession, check_compatible, consolidate, finish, open_session
+from store._consolidated import consolidate, stale_metadata
+from store._stats_store import StoredStats, WriteSession, check_compatible, finish, open_session
 from store._validate import validate_stats, validate_store
 from store._writer import StatsBlock, StatsWriter
 from store.errors import (
@@ -35,6 +37,7 @@ __all__ = [
     "StoreLocation",
     "StoreLocationError",
     "StoreMismatchError",
+    "StoredStats",
     "WriteSession",
     "check_compatible",
     "consolidate",
@@ -42,7 +45,9 @@ __all__ = [
     "finish",
     "load_catalog",
     "open_session",
+    "parse_storage_options",
     "resolve_location",
+    "stale_metadata",
     "validate_stats",
     "validate_store",
 ]

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from store._location import StoreLocation, _is_remote
+from store._location import StoreLocation, _is_remote, local_path_of
 from store.errors import CatalogError
 
 CATALOG_ENV = "ACTIVATION_CATALOG"
@@ -42,7 +42,7 @@ def _entry(name: str, entry: Any, base: Path) -> dict[str, Any]:
     if not isinstance(entry, dict) or "url" not in entry:
         raise CatalogError(f"catalog entry {name!r} needs a 'url:' field")
     url = str(entry["url"])
-    if not _is_remote(url) and not Path(url).expanduser().is_absolute():
+    if not _is_remote(url) and not url.startswith("file://") and not Path(url).expanduser().is_absolute():
         url = str((base / url).resolve())
     return {
         "url": url,
@@ -62,7 +62,7 @@ def resolve_location(
         entry = entries[name_or_url]
         options = {**entry["storage_options"], **(storage_options or {})}
         return StoreLocation(entry["url"], options)
-    if not _is_remote(name_or_url) and not Path(name_or_url).expanduser().exists():
+    if not _is_remote(name_or_url) and not local_path_of(name_or_url).exists():
         known = ", ".join(sorted(entries)) or "none"
         raise CatalogError(
             f"{name_or_url!r} is neither a catalog name (known: {known}) nor an existing store path; "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import urllib.parse
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,6 +25,18 @@ def _is_remote(url: str) -> bool:
     return "://" in url and not url.startswith("file://")
 
 
+def local_path_of(url: str) -> Path:
+    """The absolute path of a local store given as a path or a ``file://`` URL."""
+    if url.startswith("file://"):
+        parts = urllib.parse.urlsplit(url)
+        if parts.netloc not in ("", "localhost"):
+            raise StoreLocationError(
+                f"file URL {url!r} names the host {parts.netloc!r}; use file:///absolute/path or a plain path"
+            )
+        url = urllib.parse.unquote(parts.path)
+    return Path(url).expanduser().resolve()
+
+
 @dataclass(frozen=True)
 class StoreLocation:
     """A Zarr hierarchy at ``url``; ``storage_options`` go to fsspec and are never persisted."""
@@ -37,7 +50,7 @@ class StoreLocation:
 
     @property
     def local_path(self) -> Path:
-        return Path(self.url.removeprefix("file://")).expanduser().resolve()
+        return local_path_of(self.url)
 
     def display(self) -> str:
         """The URL for messages: absolute for local paths, without any credentials."""

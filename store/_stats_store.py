@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from store._consolidated import consolidate, consolidate_if_stale
 from store._location import StoreLocation
 from store._schema import DIMS, STATS_GROUP, ModelSlot, StatsLayout, encoding, template
 from store.errors import StoreMismatchError
@@ -23,13 +24,6 @@ class WriteSession:
     slot: int
     committed: int
     layout: StatsLayout
-
-
-def consolidate(location: StoreLocation) -> None:
-    """Refresh the consolidated metadata at the root of the hierarchy."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # consolidated metadata is not yet in the v3 spec
-        zarr.consolidate_metadata(location.zarr_store())
 
 
 def _open_group(location: StoreLocation) -> zarr.Group | None:
@@ -60,16 +54,39 @@ def _check_group(group: zarr.Group | None, location: StoreLocation, build_config
     return True
 
 
+@dataclass(frozen=True)
+class StoredStats:
+    """What a store already holds: its token-axis length and each model's commit marker."""
+
+    n_tokens: int
+    committed: dict[str, int]
+
+    def committed_by_others(self, label: str) -> dict[str, int]:
+        """Models other than ``label`` with committed tokens: their data must never change."""
+        return {other: count for other, count in self.committed.items() if other != label and count > 0}
+
+
+def _stored_stats(group: zarr.Group) -> StoredStats:
+    labels = [str(label) for label in group["model"][:]]
+    counts = group["committed_tokens"][:].tolist()
+    committed = {label: int(count) for label, count in zip(labels, counts) if label}
+    return StoredStats(int(group["value"].shape[-1]), committed)
+
+
 def check_compatible(
     location: StoreLocation, build_config: dict[str, Any], label: str, model_config: dict[str, Any]
-) -> None:
+) -> StoredStats | None:
     """Refuse, before any work, a build whose settings differ from the store's.
 
     The store-wide ``build_config`` (corpus, layers, metrics, chunking) must equal
     the stored one, and a model already present must have the same model settings.
-    A store with nothing committed has nothing to lose and is always compatible.
+    A store with nothing committed has nothing to lose and is always compatible
+    (returns None); otherwise returns what the store holds, for further checks.
     """
-    _check_group(_open_group(location), location, build_config, label, model_config)
+    group = _open_group(location)
+    if not _check_group(group, location, build_config, label, model_config):
+        return None
+    return _stored_stats(group)
 
 
 def open_session(
@@ -141,15 +158,29 @@ def _add_model(group: zarr.Group, labels: list[str], slot: ModelSlot) -> int:
 
 
 def finish(location: StoreLocation, session: WriteSession, n_tokens: int) -> None:
-    """Shrink the token axis when the corpus ran out early, then consolidate."""
+    """Shrink the token axis to ``n_tokens`` when the corpus ran out early, then consolidate.
+
+    Idempotent, so re-running it repairs a build killed half-way through: arrays
+    still longer than ``n_tokens`` are shrunk, stale consolidated metadata is
+    refreshed. It refuses to cut tokens another model has committed.
+    """
     group = session.group
-    stored = int(group["value"].shape[-1])
-    if n_tokens < stored:
-        for name, dims in DIMS.items():
-            if "token" in dims:
-                array = group[name]
-                array.resize(tuple(n_tokens if d == "token" else s for d, s in zip(dims, array.shape)))
-    consolidate(location)
+    _check_shrink(group, session.slot, n_tokens, location)
+    for name, dims in DIMS.items():
+        array = group[name]
+        if "token" in dims and array.shape[dims.index("token")] > n_tokens:
+            array.resize(tuple(n_tokens if d == "token" else s for d, s in zip(dims, array.shape)))
+    consolidate_if_stale(location)
+
+
+def _check_shrink(group: zarr.Group, slot: int, n_tokens: int, location: StoreLocation) -> None:
+    committed = group["committed_tokens"][:]
+    others = [int(count) for index, count in enumerate(committed) if index != slot]
+    if others and max(others) > n_tokens:
+        raise StoreMismatchError(
+            f"store {location.display()!r}: shrinking the token axis to {n_tokens:,} would cut tokens "
+            f"another model committed ({max(others):,}); collect this model into another --store"
+        )
 
 
 def _flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -11,8 +11,9 @@ import numpy as np
 import xarray as xr
 import zarr
 
+from store._consolidated import stale_metadata
 from store._location import StoreLocation
-from store._schema import DIMS, DTYPES, FORMAT_NAME, MIN_SHARD_BYTES, STATS_GROUP, STREAMED
+from store._schema import DIMS, DTYPES, FORMAT_NAME, FORMAT_VERSION, MIN_SHARD_BYTES, STATS_GROUP, STREAMED
 from store.errors import ContractError
 
 LAYER_LABEL = re.compile(r"^(embed|middle|pre_last|layer_\d+)$")
@@ -26,7 +27,10 @@ def validate_store(location: StoreLocation | str) -> xr.Dataset:
     if isinstance(location, str):
         location = StoreLocation(location)
     problems = _check_hierarchy(location)
-    dataset = xr.open_zarr(location.zarr_store(read_only=True), group=STATS_GROUP)
+    try:
+        dataset = xr.open_zarr(location.zarr_store(read_only=True), group=STATS_GROUP)
+    except (ValueError, KeyError, FileNotFoundError) as error:  # e.g. arrays disagree on a dim's size
+        _raise([*problems, f"xarray cannot open the {STATS_GROUP!r} group ({error})"], location.display())
     problems += _check_dataset(dataset)
     _raise(problems, location.display())
     return dataset
@@ -43,13 +47,13 @@ def _raise(problems: list[str], where: str) -> None:
 
 
 def _check_hierarchy(location: StoreLocation) -> list[str]:
+    problems = stale_metadata(location)
+    if problems:
+        return problems
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         root = zarr.open_group(location.zarr_store(read_only=True), mode="r")
-    consolidated = root.metadata.consolidated_metadata
-    if consolidated is None:
-        return ["the root has no consolidated metadata"]
-    if STATS_GROUP not in consolidated.metadata:
+    if STATS_GROUP not in root.metadata.consolidated_metadata.metadata:
         return [f"the consolidated metadata does not list the {STATS_GROUP!r} group"]
     return []
 
@@ -95,6 +99,8 @@ def _check_attrs(dataset: xr.Dataset) -> list[str]:
     problems = []
     if attrs.get("format") != FORMAT_NAME:
         problems.append(f"attrs['format'] is {attrs.get('format')!r}, expected {FORMAT_NAME!r}")
+    if attrs.get("format_version") != FORMAT_VERSION:
+        problems.append(f"attrs['format_version'] is {attrs.get('format_version')!r}, expected {FORMAT_VERSION}")
     definitions = attrs.get("metric_definitions", {})
     missing = [str(m) for m in dataset["metric"].values if str(m) not in definitions]
     if missing:
@@ -128,6 +134,9 @@ def _secret_keys(value: Any, path: str = "") -> list[str]:
 
 
 def _check_chunks(dataset: xr.Dataset) -> list[str]:
+    token_chunk = dataset.attrs.get("token_chunk")
+    if not isinstance(token_chunk, int) or isinstance(token_chunk, bool) or token_chunk <= 0:
+        return [f"attrs['token_chunk'] is {token_chunk!r}, expected a positive integer"]
     problems = []
     n_tokens = dataset.sizes["token"]
     for name in STREAMED:
@@ -140,6 +149,10 @@ def _check_chunks(dataset: xr.Dataset) -> list[str]:
         series_axes = [size for axis, size in enumerate(shards) if axis != token_axis]
         if any(size != 1 for size in series_axes):
             problems.append(f"{name!r} shards {shards} do not hold one series each")
+        chunks = encoding.get("chunks") or shards
+        if chunks[token_axis] != token_chunk or shards[token_axis] % token_chunk:
+            problems.append(f"{name!r} inner chunks {chunks} / shards {shards} do not match "
+                            f"token_chunk {token_chunk} (inner chunk = token_chunk, shards whole chunks)")
         token_bytes = shards[token_axis] * dataset[name].dtype.itemsize
         if token_bytes < MIN_SHARD_BYTES and shards[token_axis] < n_tokens:
             problems.append(f"{name!r} shards of {shards[token_axis]} tokens are under 1 MiB")

@@ -17,6 +17,7 @@ import xarray as xr
 import zarr
 
 from conftest import TINY_ARGS
+from tiny_tokenizers import merging_tokenizer_model
 from store import validate_store
 
 Runner = Callable[..., tuple[int, str, str]]
@@ -44,7 +45,7 @@ def test_collect_writes_a_valid_store(tiny_model: Callable[[str], Path], collect
     dataset = validate_store(str(store))
     assert dataset.sizes == {"model": 1, "layer": 3, "metric": 13, "token": 4096, "channel": 8}
     assert list(dataset.layer.values) == ["embed", "middle", "pre_last"]
-    assert dataset.layer_index.values.tolist() == [[-1, 2, 2]]
+    assert dataset.layer_index.values.tolist() == [[-1, 3, 4]]  # 6 blocks: middle 3, pre_last 4
     values = dataset.value.values
     assert np.isfinite(values).all()
     rms = dataset.value.sel(metric="rms").values
@@ -153,3 +154,50 @@ def test_kill_then_resume_is_bitwise_identical(tiny_model: Callable[[str], Path]
     for name in expected:
         assert expected[name].tobytes() == actual[name].tobytes(), name
     validate_store(str(resumed))
+
+
+def test_a_shorter_second_model_is_refused_before_the_store_changes(
+        tiny_model: Callable[[str], Path], collect_cli: Runner, tmp_path: Path) -> None:
+    text = " ".join(f"sentence {i} about the quick brown fox." for i in range(160))  # ~6,000 bytes
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(text)
+    store = tmp_path / "a.zarr"
+    common = [*TINY_ARGS, "--data.name", str(corpus), "--store", str(store)]
+    assert collect_cli("--model.name", str(tiny_model("llama")), "--model.label", "bytes", *common)[0] == 0
+    before = _tree_digest(store)
+    merged = merging_tokenizer_model(tmp_path / "merged", tiny_model("llama"), text)
+    code, _, err = collect_cli("--model.name", str(merged), "--model.label", "merged", *common)
+    assert code == 2 and err.startswith("error: ") and "yields only" in err and len(err.strip().splitlines()) == 1
+    assert _tree_digest(store) == before, "the refused model changed the store"
+    dataset = validate_store(str(store))
+    assert dataset.committed_tokens.values.tolist() == [4096] and list(dataset.model.values) == ["bytes"]
+    code, _, _ = collect_cli("--model.name", str(merged), "--model.label", "merged", *common)
+    assert code == 2 and _tree_digest(store) == before  # re-running repeats the refusal, still harmless
+
+
+def test_a_build_killed_while_finishing_is_caught_and_repaired(
+        tiny_model: Callable[[str], Path], collect_cli: Runner, tmp_path: Path, monkeypatch) -> None:
+    import pytest
+
+    import store._stats_store
+    from store import ContractError
+
+    corpus = tmp_path / "small.txt"
+    corpus.write_text("a short document. " * 50)  # 7 rows of 128: the token axis is shrunk at the end
+    store_path = tmp_path / "a.zarr"
+    args = ["--model.name", str(tiny_model("llama")), "--store", str(store_path), *TINY_ARGS,
+            "--data.name", str(corpus)]
+
+    def killed(location: object) -> bool:
+        raise KeyboardInterrupt  # as a SIGKILL after the resize, before the consolidation
+
+    monkeypatch.setattr(store._stats_store, "consolidate_if_stale", killed)
+    assert collect_cli(*args)[0] == 130
+    monkeypatch.undo()
+    assert xr.open_zarr(store_path, group="stats").sizes["token"] == 4096  # stale: what readers would see
+    with pytest.raises(ContractError, match="stale"):
+        validate_store(str(store_path))
+    code, out, err = collect_cli(*args)
+    assert code == 0 and "Nothing to do" in out, err
+    dataset = validate_store(str(store_path))
+    assert dataset.sizes["token"] == 7 * 128 and np.isfinite(dataset.value.values).all()

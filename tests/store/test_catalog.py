@@ -36,3 +36,28 @@ def test_entry_without_url_is_an_error(tmp_path: Path) -> None:
     catalog.write_text("stores:\n  broken: {description: no url}\n")
     with pytest.raises(CatalogError, match="'broken' needs a 'url:'"):
         load_catalog(catalog)
+
+
+def test_file_urls_resolve_like_paths(tmp_path: Path) -> None:
+    from small_stores import build_valid_store
+
+    from store import validate_store
+
+    store = tmp_path / "my stores" / "a.zarr"
+    build_valid_store(store)
+    url = store.as_uri()  # file:///…/my%20stores/a.zarr
+    assert url.startswith("file:///") and "%20" in url
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(f"stores:\n  by-url: {{url: '{url}'}}\n")
+    for location in (resolve_location("by-url", catalog=catalog), resolve_location(url, catalog=catalog)):
+        assert location.local_path == store and not location.is_remote
+        assert validate_store(location).sizes["token"] == 600
+    with pytest.raises(CatalogError, match="neither a catalog name"):
+        resolve_location((tmp_path / "missing.zarr").as_uri(), catalog=catalog)
+
+
+def test_file_url_with_a_host_is_refused() -> None:
+    from store import StoreLocation, StoreLocationError
+
+    with pytest.raises(StoreLocationError, match="names the host 'server'"):
+        _ = StoreLocation("file://server/share/a.zarr").local_path

@@ -19,6 +19,7 @@ from store import (
     StatsWriter,
     StoreLocation,
     StoreMismatchError,
+    check_compatible,
     finish,
     open_session,
     validate_store,
@@ -129,3 +130,32 @@ def test_validator_rejects_leaked_secret(location: StoreLocation) -> None:
     finish(location, session, 1000)
     with pytest.raises(ContractError, match="secret-looking"):
         validate_store(location)
+
+
+def test_finish_never_cuts_another_models_commits(location: StoreLocation) -> None:
+    _write(location, range(0, 1000, 500), 500).flush()
+    session = open_session(location, LAYOUT, _slot("short"), _attrs())
+    with pytest.raises(StoreMismatchError, match="another model committed"):
+        finish(location, session, 600)
+    dataset = xr.open_zarr(location.zarr_store(read_only=True), group="stats", consolidated=False)
+    assert dataset.sizes["token"] == 1000
+    np.testing.assert_array_equal(dataset.value.values[0], FULL_VALUES)
+
+
+def test_finish_repairs_a_half_finished_shrink(location: StoreLocation) -> None:
+    writer = _write(location, range(0, 600, 300), 300)
+    writer.flush()
+    session = open_session(location, LAYOUT, _slot(), _attrs())
+    session.group["value"].resize((1, 2, 2, 600))  # killed after the first resize of finish
+    finish(location, session, 600)
+    dataset = validate_store(location)
+    assert dataset.sizes["token"] == 600 and dataset.committed_tokens.values.tolist() == [600]
+    np.testing.assert_array_equal(dataset.channel_value.values[0], FULL_CHANNELS[:, :600])
+
+
+def test_check_compatible_reports_what_is_committed(location: StoreLocation) -> None:
+    assert check_compatible(location, _attrs()["build_config"], "m", {"name": "m"}) is None  # nothing yet
+    _write(location, range(0, 600, 300), 300)
+    stored = check_compatible(location, _attrs()["build_config"], "new", {"name": "new"})
+    assert stored is not None and stored.n_tokens == 1000 and stored.committed == {"m": 512}
+    assert stored.committed_by_others("m") == {} and stored.committed_by_others("new") == {"m": 512}
