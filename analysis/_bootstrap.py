@@ -5,6 +5,10 @@ draws the tail from the fitted power law, in the same proportion as the data;
 the whole fit (xmin scan included) is repeated on it. p is the share of
 synthetic KS distances at least as large as the observed one. p > 0.1 means the
 power law is plausible (Clauset et al. 2009, section 4.1).
+
+A synthetic fit can fail (e.g. no alpha inside ``alpha_range`` when the fitted
+alpha is near its end). Its distance is undefined, not small: counting it as
+"not exceeding" biased p low. Failed data sets are redrawn and counted instead.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from analysis._powerlaw import PowerLawFit, clauset_fit
+
+_DRAWS_PER_REPLICATE = 10  # bounds the work when nearly every synthetic fit fails
 
 
 def _discrete_power_law(rng: np.random.Generator, xmin: float, alpha: float, size: int) -> np.ndarray:
@@ -32,13 +38,23 @@ def synthetic_sample(rng: np.random.Generator, values: np.ndarray, fit: PowerLaw
 
 
 def bootstrap_p(values: np.ndarray, fit: PowerLawFit, n_boot: int, seed: int = 0,
-                alpha_range: tuple[float, float] | None = None) -> float:
-    """Share of ``n_boot`` synthetic data sets whose refitted KS distance is >= the data's."""
+                alpha_range: tuple[float, float] | None = None) -> tuple[float, int]:
+    """(p, failed): the share of ``n_boot`` successfully refitted synthetic data sets whose
+    KS distance is >= the data's, and how many synthetic fits failed and were redrawn.
+
+    At most ``_DRAWS_PER_REPLICATE * n_boot`` data sets are drawn; p is NaN if none fits.
+    """
     if n_boot <= 0 or fit.status != "ok":
-        return float("nan")
+        return float("nan"), 0
     rng = np.random.default_rng(seed)
-    distances = [
-        clauset_fit(synthetic_sample(rng, values, fit), discrete=fit.discrete, alpha_range=alpha_range).ks_d
-        for _ in range(n_boot)
-    ]
-    return float(np.mean(np.asarray(distances) >= fit.ks_d))
+    distances: list[float] = []
+    failed = 0
+    while len(distances) < n_boot and len(distances) + failed < _DRAWS_PER_REPLICATE * n_boot:
+        sample = synthetic_sample(rng, values, fit)
+        synthetic = clauset_fit(sample, discrete=fit.discrete, alpha_range=alpha_range)
+        if synthetic.status == "ok":
+            distances.append(synthetic.ks_d)
+        else:
+            failed += 1
+    p = float(np.mean(np.asarray(distances) >= fit.ks_d)) if distances else float("nan")
+    return p, failed

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize, special, stats
 
+from analysis._powerlaw import log_hurwitz_zeta
+
 ALTERNATIVES = ("lognormal", "exponential", "truncated_power_law", "stretched_exponential")
 _LOG_ROOT_2PI = 0.5 * np.log(2 * np.pi)
 
@@ -145,7 +147,7 @@ def fit_alternative(name: str, tail: np.ndarray, xmin: float, alpha: float, disc
 
 def power_law_loglik(tail: np.ndarray, xmin: float, alpha: float, discrete: bool) -> np.ndarray:
     if discrete:
-        return -alpha * np.log(tail) - np.log(special.zeta(alpha, xmin))
+        return -alpha * np.log(tail) - log_hurwitz_zeta(alpha, xmin)  # scipy's zeta underflows for large alpha
     return np.log((alpha - 1) / xmin) - alpha * np.log(tail / xmin)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
+from numpy.typing import ArrayLike
 
 from analysis._bootstrap import bootstrap_p
 from analysis._compare import ALTERNATIVES, compare
@@ -12,7 +12,7 @@ from analysis._powerlaw import PowerLawFit, clauset_fit, clean
 
 
 def fit_power_law(
-    values: np.ndarray,
+    values: ArrayLike,
     discrete: bool | None = None,
     alpha_range: tuple[float, float] | None = None,
     compare_with: tuple[str, ...] | bool = False,
@@ -22,10 +22,12 @@ def fit_power_law(
     """Fit a power-law tail (Clauset, Shalizi & Newman 2009) to ``values``.
 
     Non-finite and non-positive values are excluded and counted in ``n_excluded``.
-    ``discrete=None`` treats all-integer data as discrete. ``alpha_range=None`` is
-    the plain estimator; ``(0, 3)`` reproduces ``powerlaw.Fit``'s default range.
+    ``discrete=None`` decides from the dtype, then the values (docs/analysis.md).
+    ``alpha_range=None`` is the plain estimator; ``(0, 3)`` reproduces
+    ``powerlaw.Fit``'s default range.
     ``compare_with=True`` (or a tuple of names from ``ALTERNATIVES``) adds
-    likelihood-ratio comparisons; ``n_boot > 0`` adds the bootstrap p-value.
+    likelihood-ratio comparisons; ``n_boot > 0`` adds the bootstrap p-value
+    (``gof_p``, over synthetic fits that succeeded; ``gof_failed`` counts the others).
     A constant, tiny or empty series gives NaN with ``status`` saying why.
     """
     fit = clauset_fit(values, discrete, alpha_range)
@@ -37,5 +39,5 @@ def fit_power_law(
         names = ALTERNATIVES if compare_with is True else tuple(compare_with)
         updates["comparisons"] = compare(ordered[ordered >= fit.xmin], fit.xmin, fit.alpha, fit.discrete, names)
     if n_boot:
-        updates["gof_p"] = bootstrap_p(ordered, fit, n_boot, seed, alpha_range)
+        updates["gof_p"], updates["gof_failed"] = bootstrap_p(ordered, fit, n_boot, seed, alpha_range)
     return dataclasses.replace(fit, **updates)
