@@ -103,8 +103,11 @@ class StatsConfig:
     layers: list[str] = field(default_factory=lambda: list(NAMED_LAYERS))
     """Collection points: embed, middle (num_layers // 2), pre_last, layer_N, or plain layer numbers."""
 
-    metrics: list[str] = field(default_factory=lambda: list(METRICS) + [CHANNEL_METRIC])
-    """Per-token metrics (comma-separated); channel_wise stores k sampled channels in channel_value."""
+    metrics: list[str] = field(default_factory=lambda: [
+        "rms", "l2_norm", "l1_norm", "linf_norm", "variance", "kurtosis", "skewness", "entropy", "gini",
+        "participation_ratio", "mean_abs", "max_value", "hoyer", CHANNEL_METRIC,
+    ])  # written out, not list(METRICS): a new metric must not change existing stores' build_config
+    """Per-token metrics (comma-separated); channel_wise stores k sampled channels in channel_value. participation_ratio is (sum|x|)^2 / sum(x^2) = (l1/l2)^2, the reference tool's definition, NOT the literature's participation ratio (sum(x^2))^2 / sum(x^4): that is effective_channels, accepted when named but not in the default."""
 
     channels: int = 64
     """k, the number of hidden channels sampled for channel_wise."""

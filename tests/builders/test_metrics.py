@@ -1,12 +1,21 @@
-"""Every metric against a float64 NumPy reference, on normal and heavy-tailed activations."""
+"""Every metric against a float64 NumPy reference, on normal and heavy-tailed activations.
+
+Also the regressions: moments of constant and offset vectors (float32 centring), and the two
+participation ratios. The hypothesis property tests are in test_metrics_properties.py.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.stats
 import torch
 
-from builders._metrics import METRICS, compute_metrics
+from builders._cli import parse_config
+from builders._config import CollectConfig, StatsConfig
+from builders._metrics import METRICS, compute_metrics, definitions
+
+EPS32 = float(np.finfo(np.float32).eps)
 
 
 def _moments(x: np.ndarray, order: int) -> np.ndarray:
@@ -37,6 +46,7 @@ REFERENCE = {
     "entropy": _entropy,
     "gini": _gini,
     "participation_ratio": lambda x: np.abs(x).sum(-1) ** 2 / (x**2).sum(-1),
+    "effective_channels": lambda x: (x**2).sum(-1) ** 2 / (x**4).sum(-1),
     "mean_abs": lambda x: np.abs(x).mean(-1),
     "max_value": lambda x: x.max(-1),
     "hoyer": lambda x: (np.sqrt(x.shape[-1]) - np.abs(x).sum(-1) / np.sqrt((x**2).sum(-1)))
@@ -56,9 +66,13 @@ def _activations(kind: str) -> np.ndarray:
     return x
 
 
+EXISTING_DEFAULTS = ["rms", "l2_norm", "l1_norm", "linf_norm", "variance", "kurtosis", "skewness", "entropy",
+                     "gini", "participation_ratio", "mean_abs", "max_value", "hoyer", "channel_wise"]
+
+
 def test_registry_matches_reference_set() -> None:
     assert set(METRICS) == set(REFERENCE)
-    assert len(METRICS) + 1 == 14  # plus channel_wise, stored in channel_value
+    assert len(METRICS) == 14  # 13 by default plus the opt-in effective_channels
 
 
 @pytest.mark.parametrize("kind", ["normal", "student_t", "massive"])
@@ -81,3 +95,68 @@ def test_metrics_keep_leading_shape_and_order() -> None:
 def test_constant_vector_gives_nan_not_error() -> None:
     out = compute_metrics(torch.ones(3, 8), ["kurtosis", "skewness"])
     assert torch.isnan(out).all()
+
+
+@pytest.mark.parametrize("level", [0.1, -3.7, 1000.1, 3.3e-6, 30000.7])
+def test_rounded_constant_vector_gives_nan_moments_and_zero_variance(level: float) -> None:
+    # float32 centring left one-ulp residues here: kurtosis -2.0 and skewness +-1.0 instead of NaN
+    x = torch.full((2, 576), level)
+    kurtosis, skewness, variance = compute_metrics(x, ["kurtosis", "skewness", "variance"])
+    assert torch.isnan(kurtosis).all() and torch.isnan(skewness).all()
+    assert (variance == 0).all()
+
+
+@pytest.mark.parametrize("offset", [1000.0, -1000.0, 1e4])
+def test_moments_with_large_common_offset_match_scipy(offset: float) -> None:
+    # float32 centring gave skewness -0.187 against SciPy's -0.165 at offset 1000, sd 0.01
+    x = (offset + 0.01 * np.random.default_rng(0).standard_normal((4, 576))).astype(np.float32)
+    ours = compute_metrics(torch.from_numpy(x), ["kurtosis", "skewness", "variance"]).numpy()
+    x64 = x.astype(np.float64)
+    expected = [scipy.stats.kurtosis(x64, -1), scipy.stats.skew(x64, -1), x64.var(-1)]
+    # one float32 rounding of a float64 result (these vectors are well conditioned)
+    np.testing.assert_allclose(ours, np.array(expected), rtol=EPS32, atol=1e-6 * EPS32)
+
+
+def test_spread_at_float32_resolution_gives_nan_moments() -> None:
+    ulp = float(np.spacing(np.float32(1000.0)))
+    flicker = np.full(576, 1000.0, np.float32)
+    flicker[::7] += ulp  # one-ulp rounding noise: sd is far below 4 eps32 max|x|
+    resolved = (1000.0 + 64 * ulp * np.random.default_rng(1).standard_normal(576)).astype(np.float32)
+    out = compute_metrics(torch.from_numpy(np.stack([flicker, resolved])), ["kurtosis", "skewness"])
+    assert torch.isnan(out[:, 0]).all()
+    assert torch.isfinite(out[:, 1]).all()
+
+
+def test_hoyer_of_a_single_channel_is_nan() -> None:
+    # sqrt(d) - 1 = 0: sparsity of one channel is undefined; tiny values once gave -inf here
+    out = compute_metrics(torch.tensor([[2.0], [-1e-30], [0.0]]), ["hoyer"])
+    assert torch.isnan(out).all()
+
+
+def test_effective_channels_is_the_literature_participation_ratio() -> None:
+    x = torch.tensor([[3.0, 1.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0], [0.0, -5.0, 0.0, 0.0]])
+    effective, legacy = compute_metrics(x, ["effective_channels", "participation_ratio"])
+    np.testing.assert_allclose(effective.numpy(), [100 / 82, 4.0, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(legacy.numpy(), [16 / 10, 4.0, 1.0], rtol=1e-6)
+
+
+def test_participation_ratio_is_l1_over_l2_squared_and_says_so() -> None:
+    x = torch.from_numpy(_activations("student_t")[:8].astype(np.float32))
+    legacy, l1, l2 = compute_metrics(x, ["participation_ratio", "l1_norm", "l2_norm"])
+    np.testing.assert_allclose(legacy.numpy(), ((l1 / l2) ** 2).numpy(), rtol=1e-5)
+    text = definitions(["participation_ratio"])["participation_ratio"]
+    assert "(l1/l2)^2" in text and "NOT" in text and "effective_channels" in text
+    assert "(sum(x^2))^2 / sum(x^4)" in definitions(["effective_channels"])["effective_channels"]
+
+
+def test_effective_channels_is_opt_in() -> None:
+    # the default stays the 13 + channel_wise that existing stores were built with
+    assert StatsConfig().metrics == EXISTING_DEFAULTS
+    assert StatsConfig(metrics=["rms", "effective_channels"]).scalar_metrics == ["rms", "effective_channels"]
+
+
+def test_metrics_help_explains_both_participation_ratios(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_config(CollectConfig, ["--help"], "collect", "")
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "(l1/l2)^2" in out and "effective_channels" in out and "not in the default" in out
