@@ -111,6 +111,10 @@ def _prepare(config: CollectConfig) -> _Prepared:
         _check_yield(config, tokenizer, stored.n_tokens, source.label)
     rows = peek_rows(iter_rows(documents, tokenizer, config.data.max_seq_len),
                      config.data.name, config.data.max_seq_len)
+    if not config.progress:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # its "Loading weights" bar too
     model = models.load_model(source, config.model)
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
     layout = _layout(config)

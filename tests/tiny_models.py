@@ -10,7 +10,11 @@ import torch
 
 VOCAB = 320
 HIDDEN = 32
-LAYERS = 4
+# Six blocks, so embed (-1), middle (6 // 2 = 3) and pre_last (6 - 2 = 4) are three different
+# collection points and a test can tell them apart (with 4, middle and pre_last were both block 2).
+LAYERS = 6
+MIDDLE = LAYERS // 2
+PRE_LAST = LAYERS - 2
 EOS_ID = 256  # the byte tokenizer's end-of-text token
 
 
@@ -91,9 +95,28 @@ def byte_tokenizer() -> Any:
     return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>")
 
 
-def save_tiny_model(family: str, folder: Path, seed: int = 0) -> Path:
+def merged_tokenizer(training_text: str, vocab_size: int = 300) -> Any:
+    """A byte-level BPE tokenizer with merges learned on ``training_text``.
+
+    It cuts the same text into fewer tokens than :func:`byte_tokenizer` (with other ids),
+    for stores whose models tokenize differently; ``vocab_size`` stays below ``VOCAB``.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    backend.train_from_iterator([training_text], trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>")
+
+
+def save_tiny_model(family: str, folder: Path, seed: int = 0, tokenizer: Any = None) -> Path:
+    """A tiny random ``family`` model and its tokenizer (the byte tokenizer unless given) in ``folder``."""
     torch.manual_seed(seed)
     model = FAMILIES[family]()
     model.save_pretrained(folder)
-    byte_tokenizer().save_pretrained(folder)
+    (tokenizer or byte_tokenizer()).save_pretrained(folder)
     return folder

@@ -13,7 +13,7 @@ import zarr
 
 from analysis import open_store
 from conftest import BUCKET, TINY_ARGS
-from store import StoreLocation, validate_store
+from store import ModelSlot, StatsBlock, StatsLayout, StatsWriter, StoreLocation, open_session, validate_store
 
 Runner = Callable[..., tuple[int, str, str]]
 
@@ -47,6 +47,48 @@ def test_open_trims_uncommitted_tokens(tiny_model: Callable[[str], Path], collec
     opened = open_store(str(store))
     assert opened.sizes["token"] == 2048
     assert opened.value.chunks[-1] == (2048,)  # one dask chunk per shard, not per inner chunk
+
+
+_LAYOUT = StatsLayout(layers=("embed", "middle"), metrics=("rms", "kurtosis"), n_tokens=1024, n_channels=2,
+                      token_chunk=256)
+
+
+def _model_data(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """One model's full (layer, metric, token) values and (layer, token, channel) channels."""
+    rng = np.random.default_rng(seed)
+    values = rng.normal(size=(2, 2, _LAYOUT.n_tokens)).astype(np.float32)
+    return values, rng.normal(size=(2, _LAYOUT.n_tokens, 2)).astype(np.float32)
+
+
+def _commit(location: StoreLocation, label: str, seed: int, n_tokens: int) -> None:
+    """Write and commit the first ``n_tokens`` (whole token chunks) of model ``label``."""
+    provenance = {"model_id": label, "revision": "", "config": {"name": label}, "created": "", "versions": {}}
+    slot = ModelSlot(label, np.array([-1, 1]), np.array([[0, 1], [0, 1]]), provenance)
+    attrs = {"build_config": {"max_tokens": _LAYOUT.n_tokens}, "token_chunk": _LAYOUT.token_chunk}
+    session = open_session(location, _LAYOUT, slot, attrs)
+    values, channels = _model_data(seed)
+    writer = StatsWriter(session.group, session.slot, _LAYOUT.token_chunk, session.committed)
+    writer.append(StatsBlock(0, values[:, :, :n_tokens], channels[:, :n_tokens],
+                             np.arange(n_tokens, dtype=np.int32), np.zeros(n_tokens, np.int64)))
+    assert writer.committed == n_tokens
+
+
+@pytest.mark.parametrize("committed", [(768, 256), (256, 768)], ids=["first-ahead", "second-ahead"])
+def test_open_trims_to_the_least_committed_model(committed: tuple[int, int], tmp_path: Path) -> None:
+    location = StoreLocation(str(tmp_path / "two.zarr"))
+    for seed, (label, n_tokens) in enumerate(zip(("a", "b"), committed)):
+        _commit(location, label, seed, n_tokens)
+    stored = xr.open_zarr(location.zarr_store(read_only=True), group="stats", consolidated=False)
+    assert stored.committed_tokens.values.tolist() == list(committed)
+    assert np.isnan(stored.value.values).any(), "past its marker the lagging model must hold no data"
+    opened = open_store(str(tmp_path / "two.zarr"))
+    least = min(committed)
+    assert opened.sizes["token"] == least
+    for index in range(2):
+        values, channels = _model_data(index)
+        np.testing.assert_array_equal(opened.value.values[index], values[:, :, :least])
+        np.testing.assert_array_equal(opened.channel_value.values[index], channels[:, :least])
+    assert np.isfinite(opened.value.values).all() and np.isfinite(opened.channel_value.values).all()
 
 
 def test_open_unknown_name_fails_clearly(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import xarray as xr
 import zarr
 
 from conftest import TINY_ARGS
-from tiny_tokenizers import merging_tokenizer_model
+from tiny_models import merged_tokenizer, save_tiny_model
 from store import validate_store
 
 Runner = Callable[..., tuple[int, str, str]]
@@ -165,7 +165,7 @@ def test_a_shorter_second_model_is_refused_before_the_store_changes(
     common = [*TINY_ARGS, "--data.name", str(corpus), "--store", str(store)]
     assert collect_cli("--model.name", str(tiny_model("llama")), "--model.label", "bytes", *common)[0] == 0
     before = _tree_digest(store)
-    merged = merging_tokenizer_model(tmp_path / "merged", tiny_model("llama"), text)
+    merged = save_tiny_model("llama", tmp_path / "merged", tokenizer=merged_tokenizer(text))
     code, _, err = collect_cli("--model.name", str(merged), "--model.label", "merged", *common)
     assert code == 2 and err.startswith("error: ") and "yields only" in err and len(err.strip().splitlines()) == 1
     assert _tree_digest(store) == before, "the refused model changed the store"

@@ -13,8 +13,11 @@ from builders import _models as models
 from builders._capture import StatsCapture
 from builders._config import ModelConfig
 from builders._metrics import compute_metrics
+from store import validate_store
 from store.errors import ConfigError
-from tiny_models import FAMILIES, LAYERS
+from tiny_models import FAMILIES, LAYERS, MIDDLE, PRE_LAST
+
+Runner = Callable[..., tuple[int, str, str]]
 
 
 def _load(folder: Path) -> torch.nn.Module:
@@ -29,7 +32,7 @@ def test_capture_matches_raw_decoder_outputs(family: str, tiny_model: Callable[[
     n_layers = models.num_layers(config)
     assert n_layers == LAYERS
     indices = models.resolve_layers(["embed", "middle", "pre_last"], n_layers)
-    assert indices == [-1, 2, 2]
+    assert indices == [-1, MIDDLE, PRE_LAST]
     modules = models.collection_modules(model, indices, n_layers)
     token_ids = torch.randint(0, 200, (2, 16))
     channel_index = np.array([[0, 5, 9]] * 3)
@@ -42,10 +45,67 @@ def test_capture_matches_raw_decoder_outputs(family: str, tiny_model: Callable[[
     with torch.inference_mode():
         hidden = models.decoder_body(model)(input_ids=token_ids, output_hidden_states=True).hidden_states
         embedded = model.get_input_embeddings()(token_ids)
-    for position, reference in enumerate([embedded, hidden[3], hidden[3]]):
+    # hidden[i + 1] is block i's raw output (the last entry, after the final norm, is never used)
+    for position, reference in enumerate([embedded, hidden[MIDDLE + 1], hidden[PRE_LAST + 1]]):
         expected = compute_metrics(reference, ["rms", "kurtosis"]).numpy()
         np.testing.assert_allclose(values[position], expected, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(channels[position], reference.reshape(-1, 32)[:, [0, 5, 9]].numpy(), rtol=1e-6)
+
+
+_SEQ_LEN = 64
+_SMALL_BUILD = ["--data.max_tokens", "256", "--data.max_seq_len", str(_SEQ_LEN), "--data.batch_size", "2",
+                "--stats.channels", "8", "--stats.commit_tokens", "128", "--model.device", "cpu",
+                "--progress", "false"]
+
+
+def _reference_outputs(model: torch.nn.Module, rows: torch.Tensor, batch_size: int) -> dict[str, torch.Tensor]:
+    """Each collection point's activations (tokens, d) from plain forwards, no hooks involved.
+
+    Batched as collect batches the rows, so the arithmetic (and MoE routing) is the same.
+    """
+    embedded, middle, pre_last = [], [], []
+    with torch.inference_mode():
+        for batch in rows.split(batch_size):
+            hidden = model(input_ids=batch, output_hidden_states=True, use_cache=False).hidden_states
+            # the embedding module's own output (docs/store-format.md); for GPT-2 hidden[0] differs,
+            # it already has the position embeddings added
+            embedded.append(model.get_input_embeddings()(batch))
+            middle.append(hidden[MIDDLE + 1])  # hidden[i + 1]: block i's raw output
+            pre_last.append(hidden[PRE_LAST + 1])
+    return {name: torch.cat(parts).reshape(rows.numel(), -1)
+            for name, parts in (("embed", embedded), ("middle", middle), ("pre_last", pre_last))}
+
+
+def _plain_metrics(x: torch.Tensor) -> dict[str, np.ndarray]:
+    """rms, l2_norm and max_value written out here, independently of builders._metrics."""
+    x = x.double()
+    return {"rms": x.square().mean(-1).sqrt().numpy(), "l2_norm": x.square().sum(-1).sqrt().numpy(),
+            "max_value": x.amax(-1).numpy()}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_each_collected_layer_is_its_own_block(family: str, tiny_model: Callable[[str], Path],
+                                               collect_cli: Runner, tmp_path: Path) -> None:
+    store = tmp_path / "s.zarr"
+    code, _, err = collect_cli("--model.name", str(tiny_model(family)), "--store", str(store), *_SMALL_BUILD)
+    assert code == 0, err
+    dataset = validate_store(str(store)).isel(model=0)
+    assert dataset.layer_index.values.tolist() == [-1, MIDDLE, PRE_LAST]
+    # token t is position t % len of row t // len
+    rows = torch.as_tensor(dataset.token_id.values.astype(np.int64)).reshape(-1, _SEQ_LEN)
+    references = _reference_outputs(_load(tiny_model(family)), rows, batch_size=2)
+    expected = {layer: _plain_metrics(x) for layer, x in references.items()}
+    # the test has power only if the three points really differ
+    for one, other in [("embed", "middle"), ("middle", "pre_last"), ("embed", "pre_last")]:
+        assert not np.allclose(expected[one]["rms"], expected[other]["rms"], rtol=1e-3), (one, other)
+    for layer, reference in references.items():
+        stored = dataset.sel(layer=layer)
+        for metric, values in expected[layer].items():
+            np.testing.assert_allclose(stored.value.sel(metric=metric).values, values, rtol=1e-5, atol=1e-6,
+                                       err_msg=f"{family} {layer} {metric}")
+        channels = reference[:, stored.channel_index.values.astype(np.int64)].numpy()
+        np.testing.assert_array_equal(stored.channel_value.values, channels,
+                                      err_msg=f"{family} {layer} channels")
 
 
 def test_hooks_removed_when_forward_fails(tiny_model: Callable[[str], Path]) -> None:
