@@ -1,21 +1,62 @@
-"""What the analysis commands share: the store argument and opening it."""
+"""What the analysis commands share: a one-line-error parser, the store and cache arguments, opening the store.
+
+Flags follow the house convention: underscored spellings (``--storage_options``), with
+the hyphenated ones accepted as aliases (``--storage-options``, ``--storage-option``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import Any, NoReturn
 
 import xarray as xr
 
 from analysis._open import open_store
+from store import InputError, parse_storage_options
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Bad arguments end in one ``error: ...`` line and exit code 2, as the builders' CLI does."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {message}; see --help", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def flag(*words: str) -> list[str]:
+    """``--alpha_range`` and its alias ``--alpha-range`` for the words ``alpha``, ``range``."""
+    return [f"--{'_'.join(words)}", f"--{'-'.join(words)}"] if len(words) > 1 else [f"--{words[0]}"]
 
 
 def add_store_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("store", help="a catalog.yaml name, a local store path or an s3:// URL")
-    parser.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
-                        help="fsspec option for the store, e.g. endpoint_url=http://127.0.0.1:9000")
+    parser.add_argument(*flag("storage", "options"), "--storage_option", "--storage-option", dest="storage_options",
+                        action="append", default=[], metavar="KEY=VALUE",
+                        help="fsspec option for the store, repeatable; values are YAML scalars "
+                             "(anon=false is a boolean), e.g. endpoint_url=http://127.0.0.1:9000")
+
+
+def add_cache_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cache", choices=("local", "store", "off"), default="local",
+                        help="where fits are cached: local (default: $ACTIVATION_CACHE/fits, else "
+                             "~/.cache/activation-datasets/fits; never writes the store), store (the store's "
+                             "'fits' group; needs write access), off")
+    parser.add_argument(*flag("no", "cache"), dest="cache", action="store_const", const="off",
+                        help="same as --cache off")
+
+
+def parse_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse, then type the storage options with the parser every entry point shares."""
+    namespace = parser.parse_args(argv)
+    try:
+        namespace.storage_options = parse_storage_options(namespace.storage_options)
+    except InputError as error:
+        parser.error(str(error))
+    return namespace
 
 
 def open_from_arguments(options: argparse.Namespace) -> xr.Dataset:
     """The store named on the command line; raises the store's InputError if it cannot be opened."""
-    storage = dict(item.split("=", 1) for item in options.storage_option)
+    storage: dict[str, Any] = options.storage_options
     return open_store(options.store, storage_options=storage)

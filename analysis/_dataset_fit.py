@@ -1,30 +1,31 @@
 """``fit``: power-law fits of every (model, layer, metric) and (model, layer, channel) series.
 
 One dask task per series, so the same call runs on threads, processes or a
-``dask.distributed`` cluster. Results can be cached in the store's ``fits``
-group; the cache is keyed by a fingerprint of the statistics and the options,
-so changed statistics are refitted.
+``dask.distributed`` cluster. Results are cached (analysis/_fits_cache.py) under a key
+that covers the store's committed state, the exact data fitted and every option, so a
+cache hit is always the same computation on the same data.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import warnings
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
+from analysis import _fits_cache
 from analysis._compare import ALTERNATIVES
 from analysis._fit_one import fit_power_law
 from analysis._ols import rank_ols
 
-FITS_GROUP = "fits"
-SCALARS = ("alpha", "xmin", "sigma", "ks_d", "n_tail", "n_excluded", "slope", "intercept", "r2", "gof_p", "status")
+FITS_GROUP = _fits_cache.FITS_GROUP
+SCALARS = ("alpha", "xmin", "sigma", "ks_d", "n_tail", "n_excluded", "slope", "intercept", "r2", "gof_p",
+           "gof_failed", "status")
 STATUS = {"ok": 0, "constant series": 1, "fewer than 3 distinct positive values": 2,
           "no candidate xmin gives a valid alpha": 3}
 TRANSFORMS = {"abs": np.abs, "positive": lambda x: x, "negative": lambda x: -x}
+PREFIXES = {"value": "", "channel_value": "channel_"}  # fitted variable -> prefix of its result variables
 
 
 def _fit_series(values: np.ndarray, transform: str, discrete: bool | None, alpha_range: Any,
@@ -34,7 +35,8 @@ def _fit_series(values: np.ndarray, transform: str, discrete: bool | None, alpha
     result = fit_power_law(prepared, discrete, alpha_range, alternatives or False, n_boot)
     ols = rank_ols(prepared)
     scalars = [result.alpha, result.xmin, result.sigma, result.ks_d, result.n_tail, result.n_excluded,
-               ols.slope, ols.intercept, ols.r2, result.gof_p, STATUS.get(result.status, 9)]
+               ols.slope, ols.intercept, ols.r2, result.gof_p, getattr(result, "gof_failed", 0),
+               STATUS.get(result.status, 9)]
     comparisons = [result.comparisons.get(name) for name in alternatives]
     tests = [value for c in comparisons for value in ((c.R, c.p) if c else (np.nan, np.nan))]
     return np.asarray(scalars + tests, dtype=np.float64)
@@ -70,38 +72,68 @@ def fit(
     n_boot: int = 0,
     transform: str = "abs",
     channels: bool = True,
-    cache: bool = True,
+    cache: bool | str = "local",
 ) -> xr.Dataset:
     """Fits of every series of a ``stats`` Dataset, one dask task per series.
 
-    With ``cache=True`` and a Dataset from ``open_store``, a fresh ``fits`` group in
-    the store is returned lazily as is; otherwise the fits are computed now and
-    written there. Without a store (or ``cache=False``) the result is lazy: call
+    ``cache``: ``"local"`` (default, also ``True``) reuses or writes an entry in the
+    local cache folder (``$ACTIVATION_CACHE/fits``, else ``~/.cache/activation-datasets/fits``)
+    and never writes into the store; ``"store"`` writes the store's ``fits`` group (the
+    whole Dataset from ``open_store`` only; refused before any work if the store is not
+    writable); ``False`` / ``"off"`` neither reads nor writes. Cached fits are returned
+    lazily as stored, fresh ones computed; a Dataset that is not cacheable (not from
+    ``open_store``, or in memory) or ``cache=False`` gives a lazy result: call
     ``.compute()`` under any dask scheduler.
 
     ``transform`` picks what is fitted: ``abs`` (default, |value|: heavy tails of
     either sign), ``positive`` or ``negative`` (the values above or below zero).
-    Non-finite values and zeros are excluded and counted in ``n_excluded``;
-    ``status`` is 0 when the fit succeeded (see its ``flag_meanings``).
+    ``discrete=None`` fits float variables (the stored statistics) as continuous and
+    integer ones as discrete. Non-finite values and zeros are excluded and counted in
+    ``n_excluded``; ``status`` is 0 when the fit succeeded (see its ``flag_meanings``).
     """
     if transform not in TRANSFORMS:
         raise ValueError(f"unknown transform {transform!r}; use one of {sorted(TRANSFORMS)}")
+    mode = _fits_cache.cache_mode(cache)
     alternatives = ALTERNATIVES if compare else ()
-    options = {"transform": transform, "discrete": discrete,
-               "alpha_range": tuple(alpha_range) if alpha_range else None,
-               "alternatives": alternatives, "n_boot": n_boot}
-    cached = _read_cache(dataset, options) if cache else None
+    common = {"transform": transform, "alpha_range": tuple(alpha_range) if alpha_range else None,
+              "alternatives": alternatives, "n_boot": n_boot}
+    fitted = _fitted_arrays(dataset, channels)
+    options = {name: {**common, "discrete": _discrete(array, discrete)}  # per variable: its dtype decides
+               for name, array in fitted.items() if array is not None}
+    every_option = {"channels": channels, "fits": options}
+    key = _fits_cache.fits_key(dataset, fitted, every_option) if mode != "off" else None
+    if mode == "store":
+        _fits_cache.require_store_cache(dataset, list(options), key)
+    cached = _fits_cache.read(dataset, list(options), key, mode)
     if cached is not None:
         return cached
-    variables = _unpack(_fit_array(dataset["value"], options), alternatives, "")
-    if channels and "channel_value" in dataset and dataset.sizes.get("channel", 0):
-        variables.update(_unpack(_fit_array(dataset["channel_value"], options), alternatives, "channel_"))
+    result = _compute(dataset, fitted, options, alternatives)
+    return _fits_cache.write(dataset, key, mode, result) if key else result
+
+
+def _fitted_arrays(dataset: xr.Dataset, channels: bool) -> dict[str, xr.DataArray | None]:
+    """The variables this call fits; None marks a skipped one (it still shapes the cache key)."""
+    has_channels = channels and "channel_value" in dataset and dataset.sizes.get("channel", 0) > 0
+    return {"value": dataset["value"], "channel_value": dataset["channel_value"] if has_channels else None}
+
+
+def _discrete(array: xr.DataArray, discrete: bool | None) -> bool:
+    """The stored statistics are float reductions: continuous unless the variable is integer-typed."""
+    return bool(np.issubdtype(array.dtype, np.integer)) if discrete is None else bool(discrete)
+
+
+def _compute(dataset: xr.Dataset, fitted: dict[str, xr.DataArray | None], options: dict[str, dict[str, Any]],
+             alternatives: tuple[str, ...]) -> xr.Dataset:
+    variables: dict[str, xr.DataArray] = {}
+    for name, array in fitted.items():
+        if array is not None:
+            variables.update(_unpack(_fit_array(array, options[name]), alternatives, PREFIXES[name]))
     result = xr.Dataset(variables, coords=_coords(dataset, alternatives))
-    result.attrs.update(_fit_attrs(dataset, options))
+    result.attrs.update(_fit_attrs(options))
     for name in [v for v in result.data_vars if v.endswith("status")]:
         result[name].attrs.update(flag_values=list(STATUS.values()), flag_meanings=" ".join(
             s.replace(" ", "_") for s in STATUS))
-    return _write_cache(dataset, result) if cache else result
+    return result
 
 
 def _coords(dataset: xr.Dataset, alternatives: tuple[str, ...]) -> dict[str, Any]:
@@ -113,48 +145,6 @@ def _coords(dataset: xr.Dataset, alternatives: tuple[str, ...]) -> dict[str, Any
     return coords
 
 
-def fingerprint(dataset: xr.Dataset, options: dict[str, Any]) -> str:
-    """Changes whenever the statistics (commits, models, config) or the fit options change."""
-    committed = dataset["committed_tokens"].values.tolist() if "committed_tokens" in dataset else []
-    basis = {"committed": committed, "tokens": int(dataset.sizes.get("token", 0)),
-             "models": dataset.attrs.get("models", {}), "build": dataset.attrs.get("build_config", {}),
-             "options": options}
-    return hashlib.sha256(json.dumps(basis, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _fit_attrs(dataset: xr.Dataset, options: dict[str, Any]) -> dict[str, Any]:
+def _fit_attrs(options: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {"description": "power-law fits (Clauset et al. 2009) of each stats series",
-            "fit_options": json.dumps(options, default=str),
-            "stats_fingerprint": fingerprint(dataset, options)}
-
-
-def _location(dataset: xr.Dataset) -> Any:
-    """Where ``open_store`` found this Dataset (kept out of attrs: it may hold credentials)."""
-    return dataset.encoding.get("store_location")
-
-
-def _read_cache(dataset: xr.Dataset, options: dict[str, Any]) -> xr.Dataset | None:
-    location = _location(dataset)
-    if location is None:
-        return None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            cached = xr.open_zarr(location.zarr_store(read_only=True), group=FITS_GROUP)
-    except (KeyError, FileNotFoundError, OSError, ValueError):
-        return None
-    return cached if cached.attrs.get("stats_fingerprint") == fingerprint(dataset, options) else None
-
-
-def _write_cache(dataset: xr.Dataset, result: xr.Dataset) -> xr.Dataset:
-    location = _location(dataset)
-    if location is None:
-        return result
-    from store import consolidate
-
-    computed = result.compute()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        computed.to_zarr(location.zarr_store(), group=FITS_GROUP, mode="w", zarr_format=3, consolidated=False)
-    consolidate(location)
-    return computed
+            "fit_options": json.dumps(options, default=str)}

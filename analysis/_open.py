@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import xarray as xr
+from zarr.errors import GroupNotFoundError
 
-from store import STATS_GROUP, resolve_location
+from analysis._snapshot import SNAPSHOT_KEY, dask_token, store_identity, take_snapshot
+from store import STATS_GROUP, StoreLocation, StoreLocationError, resolve_location
 
 
 def open_store(
@@ -22,17 +24,35 @@ def open_store(
     Dask chunks follow the Zarr shards (at least 1 MiB per series), so one task
     reads one shard. Tokens past the smallest ``committed_tokens`` (a build still
     running or interrupted) are left out, so analyses only see finished work.
+    Dask names are derived from the store's identity and committed state (see
+    ``analysis._snapshot``): the same store state gives the same names in every
+    process, and any change of the store gives new ones.
     """
     location = resolve_location(name_or_url, storage_options, catalog)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # consolidated metadata notice from zarr
-        dataset = xr.open_zarr(location.zarr_store(read_only=True), group=group, chunks=None)
-    shards = dataset["value"].encoding.get("shards") or dataset["value"].encoding["chunks"]
+    opened = _open_group(location, group)
+    identity = store_identity(location, group, opened)
+    shards = opened["value"].encoding.get("shards") or opened["value"].encoding["chunks"]
     # one dask chunk per series and shard, as the store is laid out (open_zarr would use inner chunks)
-    dataset = dataset.chunk({"model": 1, "layer": 1, "metric": 1, "channel": 1, "token": shards[-1]})
-    committed = int(dataset["committed_tokens"].values.min()) if dataset.sizes["model"] else 0
+    dataset = opened.chunk({"model": 1, "layer": 1, "metric": 1, "channel": 1, "token": shards[-1]},
+                           token=dask_token(identity))
+    committed = int(opened["committed_tokens"].values.min()) if opened.sizes["model"] else 0
     if committed < dataset.sizes["token"]:
         dataset = dataset.isel(token=slice(0, committed))
     dataset.attrs["source"] = location.display()
-    dataset.encoding["store_location"] = location  # for the fits cache; never written out
+    dataset.encoding[SNAPSHOT_KEY] = take_snapshot(location, group, identity, dataset)  # for the fits cache
     return dataset
+
+
+def _open_group(location: StoreLocation, group: str) -> xr.Dataset:
+    """The group, lazily (backend arrays, no dask yet); a missing store is an InputError, not a traceback."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # consolidated metadata notice from zarr
+            # stores are Zarr v3 (docs/store-format.md): no probing for v2 keys, a request less each on S3
+            store = location.zarr_store(read_only=True)
+            return xr.open_zarr(store, group=group, chunks=None, zarr_format=3)
+    except (GroupNotFoundError, FileNotFoundError) as error:
+        raise StoreLocationError(
+            f"no {group!r} group in a store at {location.display()!r}; check the URL, "
+            "and for S3-compatible endpoints pass --storage_options endpoint_url=..."
+        ) from error

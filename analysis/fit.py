@@ -1,4 +1,4 @@
-"""``python -m analysis.fit STORE_OR_NAME``: fit every series, print a table, cache the ``fits`` group.
+"""``python -m analysis.fit STORE_OR_NAME``: fit every series, print a table, cache the fits.
 
 This module is also what ``analysis.fit`` names once it is imported: calling it
 (``analysis.fit(ds)``) calls :func:`analysis._dataset_fit.fit`, so the function
@@ -15,8 +15,11 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from analysis._cli import (
+    OneLineParser, add_cache_arguments, add_store_arguments, flag, open_from_arguments, parse_arguments,
+)
 from analysis._dataset_fit import fit as fit_dataset
-from analysis._cli import add_store_arguments, open_from_arguments
+from analysis._fits_cache import WHERE_KEY
 from store import InputError
 
 
@@ -46,18 +49,21 @@ def _range(text: str) -> tuple[float, float]:
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m analysis.fit", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python -m analysis.fit", description=__doc__.split("\n\n")[0])
     add_store_arguments(parser)
-    parser.add_argument("--alpha-range", type=_range, default=None,
+    parser.add_argument(*flag("alpha", "range"), dest="alpha_range", type=_range, default=None,
                         help="LOW,HIGH: restrict alpha as powerlaw.Fit does (0,3 reproduces its default)")
-    parser.add_argument("--n-boot", type=int, default=0, help="bootstrap goodness-of-fit samples (0: skip)")
+    parser.add_argument(*flag("n", "boot"), dest="n_boot", type=int, default=0,
+                        help="bootstrap goodness-of-fit samples (0: skip)")
     parser.add_argument("--transform", choices=("abs", "positive", "negative"), default="abs",
                         help="fit |value| (default), or the positive / negative side")
-    parser.add_argument("--no-compare", action="store_true", help="skip the likelihood-ratio comparisons")
-    parser.add_argument("--no-channels", action="store_true", help="skip the per-channel fits")
-    parser.add_argument("--no-cache", action="store_true", help="neither read nor write the store's fits group")
+    parser.add_argument(*flag("no", "compare"), dest="no_compare", action="store_true",
+                        help="skip the likelihood-ratio comparisons")
+    parser.add_argument(*flag("no", "channels"), dest="no_channels", action="store_true",
+                        help="skip the per-channel fits")
+    add_cache_arguments(parser)
     parser.add_argument("--scheduler", default="threads", help="dask scheduler: threads, processes, synchronous")
-    return parser.parse_args(argv)
+    return parse_arguments(parser, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,13 +76,15 @@ def main(argv: list[str] | None = None) -> int:
         with dask.config.set(scheduler=options.scheduler), ProgressBar():
             fits = fit_dataset(dataset, alpha_range=options.alpha_range, compare=not options.no_compare,
                                n_boot=options.n_boot, transform=options.transform,
-                               channels=not options.no_channels, cache=not options.no_cache).compute()
+                               channels=not options.no_channels, cache=options.cache)
+            where = fits.encoding.get(WHERE_KEY)
+            fits = fits.compute()
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(table(fits))
-    if not options.no_cache:
-        print(f"\nfits written to the 'fits' group of {dataset.attrs['source']}")
+    if where:
+        print(f"\nfits cached in {where}")
     return 0
 
 

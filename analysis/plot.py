@@ -6,40 +6,50 @@ import argparse
 import sys
 from pathlib import Path
 
+import xarray as xr
 from tqdm.auto import tqdm
 
 from analysis import plots
+from analysis._cli import (
+    OneLineParser, add_cache_arguments, add_store_arguments, flag, open_from_arguments, parse_arguments,
+)
 from analysis._dataset_fit import fit
-from analysis._cli import add_store_arguments, open_from_arguments
 from store import InputError
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m analysis.plot", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python -m analysis.plot", description=__doc__.split("\n\n")[0])
     add_store_arguments(parser)
     parser.add_argument("--format", choices=sorted(plots.FORMATS), default="png", help="static file format")
     parser.add_argument("--out", type=Path, default=Path("plots"), help="output folder")
-    parser.add_argument("--no-html", action="store_true", help="skip the interactive HTML dashboard")
-    return parser.parse_args(argv)
+    parser.add_argument(*flag("no", "html"), dest="no_html", action="store_true",
+                        help="skip the interactive HTML dashboard")
+    add_cache_arguments(parser)
+    return parse_arguments(parser, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     options = parse(argv)
     try:
         dataset = open_from_arguments(options)
+        written = _plot_all(dataset, options)
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    print(f"wrote {len(written)} files to {options.out}")
+    return 0
+
+
+def _plot_all(dataset: xr.Dataset, options: argparse.Namespace) -> list[Path]:
     with tqdm(total=3, desc="plots", unit="step") as progress:
-        fits = fit(dataset).compute()  # the same options as python -m analysis.fit: reuses its cache
+        fits = fit(dataset, cache=options.cache).compute()  # python -m analysis.fit's defaults: one cache entry
         progress.update()
         written = plots.all_static(dataset.load(), fits, options.out, options.format)
         progress.update()
         if not options.no_html:
             written.append(plots.html_dashboard(dataset, fits, options.out / "dashboard.html"))
         progress.update()
-    print(f"wrote {len(written)} files to {options.out}")
-    return 0
+    return written
 
 
 if __name__ == "__main__":

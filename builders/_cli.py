@@ -18,6 +18,7 @@ from typing import Any, NoReturn, TypeVar
 
 import yaml
 
+from store import parse_storage_options
 from store.errors import ConfigError
 
 Config = TypeVar("Config")
@@ -55,13 +56,7 @@ def parse_list(text: str | list[Any]) -> list[str]:
 def parse_mapping(items: list[str] | dict[str, Any]) -> dict[str, Any]:
     if isinstance(items, dict):
         return dict(items)
-    mapping = {}
-    for item in items:
-        key, separator, value = item.partition("=")
-        if not separator or not key:
-            raise ConfigError(f"expected KEY=VALUE, got {item!r}")
-        mapping[key] = yaml.safe_load(value) if value else ""
-    return mapping
+    return parse_storage_options(items)  # the one KEY=VALUE parser every entry point shares
 
 
 def _converter(annotation: Any) -> Any:

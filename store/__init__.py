@@ -3,11 +3,12 @@
 See docs/store-format.md for the format itself.
 """
 
+from store._cache import CACHE_ENV, cache_root
 from store._catalog import default_catalog_path, load_catalog, resolve_location
+from store._consolidated import consolidate, stale_metadata
 from store._location import StoreLocation
 from store._options import parse_storage_options
 from store._schema import FORMAT_NAME, FORMAT_VERSION, STATS_GROUP, ModelSlot, StatsLayout
-from store._consolidated import consolidate, stale_metadata
 from store._stats_store import StoredStats, WriteSession, check_compatible, finish, open_session
 from store._validate import validate_stats, validate_store
 from store._writer import StatsBlock, StatsWriter
@@ -22,6 +23,7 @@ from store.errors import (
 )
 
 __all__ = [
+    "CACHE_ENV",
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "STATS_GROUP",
@@ -39,6 +41,7 @@ __all__ = [
     "StoreMismatchError",
     "StoredStats",
     "WriteSession",
+    "cache_root",
     "check_compatible",
     "consolidate",
     "default_catalog_path",

@@ -16,6 +16,25 @@ from tiny_models import save_tiny_model  # noqa: E402
 BUCKET = "activations"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_fits_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Fits go to a session folder, never the user's cache; the converted SmolLM2 stays shared.
+
+    A test that sets ``$ACTIVATION_CACHE`` itself (to check the cache's layout) gets that folder.
+    """
+    from store import CACHE_ENV
+
+    folder, outer = tmp_path_factory.mktemp("activation-cache"), os.environ.get(CACHE_ENV)
+
+    def cache_root() -> Path:
+        inner = os.environ.get(CACHE_ENV)
+        return Path(inner) if inner and inner != outer else folder
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("analysis._fits_cache.cache_root", cache_root)
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
     """Folder of a tiny random model of a family, saved once per session."""

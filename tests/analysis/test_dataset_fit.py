@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,9 +16,16 @@ import zarr
 import analysis
 from analysis import fit_power_law, open_store
 from conftest import BUCKET, TINY_ARGS
-from store import StoreLocation, consolidate
 
 Runner = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test caches into its own folder, never the user's ~/.cache."""
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("ACTIVATION_CACHE", str(folder))
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -46,21 +54,92 @@ def test_fit_is_lazy_one_task_per_series_and_matches_the_single_fit(local_store:
     assert int(cell.n_tail) == single.n_tail and int(cell.status) == 0
 
 
-def test_fits_are_cached_in_the_store_and_refreshed_when_stats_change(local_store: Path) -> None:
-    options = {"compare": False, "channels": False}
-    first = analysis.fit(open_store(str(local_store)), **options)
-    tree = xr.open_datatree(local_store, engine="zarr")
+def test_fits_are_cached_in_the_store_and_refreshed_when_stats_change(local_store: Path, tmp_path: Path) -> None:
+    store = tmp_path / "s.zarr"
+    shutil.copytree(local_store, store)  # the module's store stays as built for the other tests
+    options = {"compare": False, "channels": False, "cache": "store"}
+    first = analysis.fit(open_store(str(store)), **options)
+    tree = xr.open_datatree(store, engine="zarr")
     assert {"stats", "fits"} <= set(tree.children)
-    cached = analysis.fit(open_store(str(local_store)), **options)
+    cached = analysis.fit(open_store(str(store)), **options)
     assert isinstance(cached.alpha.data, da.Array)  # read back from the fits group, not recomputed
     xr.testing.assert_allclose(cached.alpha.compute(), first.alpha)
-    group = zarr.open_group(local_store, path="stats", mode="r+")
-    group["value"][0, 1, 0, :512] = group["value"][0, 1, 0, :512] * 10  # the statistics change...
-    group.attrs["models"] = {**group.attrs["models"], "edited": {"note": "changed"}}
-    consolidate(StoreLocation(str(local_store)))  # as every build does when it finishes
-    refreshed = analysis.fit(open_store(str(local_store)), **options)
+    group = zarr.open_group(store, path="stats", mode="r+")
+    group["value"][0, 1, 0, :] = group["value"][0, 1, 0, :] ** 2  # only the data change: no attrs, no commits
+    refreshed = analysis.fit(open_store(str(store)), **options)
     assert not isinstance(refreshed.alpha.data, da.Array)  # ...so the fits are recomputed
-    assert refreshed.attrs["stats_fingerprint"] != first.attrs["stats_fingerprint"]
+    fresh = analysis.fit(open_store(str(store)), compare=False, channels=False, cache=False).compute()
+    xr.testing.assert_allclose(refreshed.alpha, fresh.alpha)
+    assert float(refreshed.alpha[0, 1, 0]) != float(first.alpha[0, 1, 0])
+
+
+def _fit_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the series fits actually computed (a cache hit computes none)."""
+    from analysis import _dataset_fit
+
+    calls: list[int] = []
+    original = _dataset_fit._fit_series
+
+    def counted(*args: object, **kwargs: object) -> np.ndarray:
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(_dataset_fit, "_fit_series", counted)
+    return calls
+
+
+def test_the_cache_never_answers_for_another_selection(local_store: Path) -> None:
+    dataset = open_store(str(local_store))
+    part = analysis.fit(dataset.isel(layer=[0], metric=[0, 5]), compare=False).compute()
+    assert part.alpha.shape == (1, 1, 2)
+    whole = analysis.fit(dataset, compare=False).compute()
+    assert whole.alpha.shape == (1, 3, 13)
+    xr.testing.assert_allclose(whole.alpha, analysis.fit(dataset, compare=False, cache=False).alpha.compute())
+
+
+def test_the_cache_never_answers_for_other_options(local_store: Path) -> None:
+    dataset = open_store(str(local_store))
+    assert "channel_alpha" not in analysis.fit(dataset, compare=False, channels=False)
+    assert analysis.fit(dataset, compare=False).channel_alpha.shape == (1, 3, 3)
+
+
+def test_the_cache_never_answers_for_derived_data(local_store: Path) -> None:
+    dataset = open_store(str(local_store))
+    squared = dataset.assign(value=dataset.value ** 2)
+    expected = analysis.fit(squared, compare=False, channels=False, cache=False).alpha.compute()
+    plain = analysis.fit(dataset, compare=False, channels=False).alpha.compute()  # cached first...
+    xr.testing.assert_allclose(analysis.fit(squared, compare=False, channels=False).alpha.compute(), expected)
+    assert not np.allclose(plain.values, expected.values, equal_nan=True)  # ...never served for the square
+    xr.testing.assert_allclose(analysis.fit(dataset, compare=False, channels=False).alpha.compute(), plain)
+
+
+def test_identical_input_is_served_from_the_cache(local_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _fit_calls(monkeypatch)
+    first = analysis.fit(open_store(str(local_store)).isel(layer=[2]), compare=False).compute()
+    computed = len(calls)
+    again = analysis.fit(open_store(str(local_store)).isel(layer=[2]), compare=False).compute()
+    assert computed == 13 + 3 and len(calls) == computed  # the second call computed nothing
+    xr.testing.assert_equal(again, first)
+
+
+def test_float_statistics_are_fitted_as_continuous(local_store: Path) -> None:
+    dataset = open_store(str(local_store)).isel(layer=[1], metric=[0])
+    rounded = dataset.assign(value=np.round(dataset.value * 100))  # integer-valued floats
+    fits = analysis.fit(rounded, compare=False, channels=False, cache=False).compute()
+    series = rounded.value.values[0, 0, 0]
+    assert float(fits.alpha[0, 0, 0]) == fit_power_law(np.abs(series), discrete=False).alpha
+    counts = rounded.assign(value=rounded.value.astype("int64"))
+    as_integers = analysis.fit(counts, compare=False, channels=False, cache=False).compute()
+    assert float(as_integers.alpha[0, 0, 0]) == fit_power_law(np.abs(series), discrete=True).alpha
+
+
+def test_gof_failed_is_reported_after_gof_p(local_store: Path) -> None:
+    from analysis._dataset_fit import SCALARS
+
+    assert SCALARS[SCALARS.index("gof_p") + 1] == "gof_failed"
+    fits = analysis.fit(open_store(str(local_store)).isel(layer=[0], metric=[0]), compare=False,
+                        channels=False, cache=False).compute()
+    assert int(fits.gof_failed[0, 0, 0]) == 0
 
 
 def test_comparisons_and_constant_series(local_store: Path) -> None:
@@ -82,7 +161,7 @@ def test_fit_from_s3_and_catalog_name(tiny_model: Callable[[str], Path], collect
                        f"endpoint_url={endpoint}", *TINY_ARGS, "--stats.channels", "2")[0] == 0
     catalog = tmp_path / "catalog.yaml"
     catalog.write_text(f"stores:\n  remote:\n    url: {url}\n    storage_options: {{endpoint_url: '{endpoint}'}}\n")
-    fits = analysis.fit(open_store("remote", catalog=catalog), compare=False)
+    fits = analysis.fit(open_store("remote", catalog=catalog), compare=False, cache="store")  # writable: asked
     assert np.isfinite(fits.alpha.values).sum() > 30
     remote_tree = xr.open_datatree(url, engine="zarr", storage_options=dict(s3_options))
     assert "fits" in remote_tree.children
@@ -101,3 +180,53 @@ def test_fit_cli_bad_store_exits_2(capsys: pytest.CaptureFixture[str], tmp_path:
 
     assert main([str(tmp_path / "missing.zarr")]) == 2
     assert "neither a catalog name" in capsys.readouterr().err
+
+
+def test_fit_cli_types_storage_options_like_the_builders(s3_options: dict[str, object],
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    import s3fs
+
+    from analysis.fit import main
+
+    seen: list[dict[str, object]] = []
+    original = s3fs.S3FileSystem.__init__
+
+    def recording(self: s3fs.S3FileSystem, *args: object, **kwargs: object) -> None:
+        seen.append(kwargs)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "__init__", recording)
+    s3fs.S3FileSystem.clear_instance_cache()  # a cached instance would skip __init__
+    endpoint = s3_options["endpoint_url"]
+    assert main([f"s3://{BUCKET}/missing.zarr", "--storage_options", "anon=false",
+                 "--storage-option", f"endpoint_url={endpoint}", "--storage-options", "use_ssl=0"]) == 2
+    assert seen and all(kwargs["anon"] is False and kwargs["use_ssl"] == 0 for kwargs in seen)
+    assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("module", ["analysis.fit", "analysis.plot"])
+def test_cli_storage_option_without_value_is_one_line_error(module: str, local_store: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib
+
+    main = importlib.import_module(module).main
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(local_store), "--storage_options", "novalue"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "'novalue'" in err and "KEY=VALUE" in err
+
+
+def test_fit_cli_accepts_underscore_and_hyphen_flags(local_store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from analysis.fit import main, parse
+
+    underscored = parse([str(local_store), "--alpha_range", "0,3", "--n_boot", "2", "--no_compare",
+                         "--no_channels", "--no_cache", "--storage_options", "anon=false"])
+    hyphenated = parse([str(local_store), "--alpha-range", "0,3", "--n-boot", "2", "--no-compare",
+                        "--no-channels", "--no-cache", "--storage-option", "anon=false"])
+    assert vars(underscored) == vars(hyphenated)
+    assert underscored.storage_options == {"anon": False} and underscored.cache == "off"
+    assert main([str(local_store), "--no_compare", "--no_channels", "--cache", "off", "--scheduler",
+                 "synchronous", "--alpha_range", "0,3"]) == 0
+    assert "alpha" in capsys.readouterr().out

@@ -22,7 +22,6 @@ import warnings
 from collections.abc import Callable
 
 import numpy as np
-import pytest
 import scipy.special
 import scipy.stats
 import torch
