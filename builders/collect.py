@@ -34,6 +34,7 @@ from store import (
     StoreLocation,
     WriteSession,
     check_compatible,
+    check_ours_or_empty,
     finish,
     open_session,
 )
@@ -97,6 +98,7 @@ def _prepare(config: CollectConfig) -> _Prepared:
     """Every check that can fail runs here, cheapest first; nothing is written."""
     location = StoreLocation(config.store, config.storage_options)
     location.check_writable()
+    check_ours_or_empty(location)  # never write into, or --overwrite, a folder of other files
     documents = iter_documents(config.data)  # a missing local file fails here, before any loading
     source = models.resolve_source(config.model)
     model_config = models.load_model_config(source, config.model)

@@ -6,6 +6,7 @@ See docs/store-format.md for the format itself.
 from store._cache import CACHE_ENV, cache_root
 from store._catalog import default_catalog_path, load_catalog, resolve_location
 from store._consolidated import consolidate, stale_metadata
+from store._guard import check_ours_or_empty, is_our_store
 from store._location import StoreLocation
 from store._options import parse_storage_options
 from store._schema import FORMAT_NAME, FORMAT_VERSION, STATS_GROUP, ModelSlot, StatsLayout
@@ -43,9 +44,11 @@ __all__ = [
     "WriteSession",
     "cache_root",
     "check_compatible",
+    "check_ours_or_empty",
     "consolidate",
     "default_catalog_path",
     "finish",
+    "is_our_store",
     "load_catalog",
     "open_session",
     "parse_storage_options",

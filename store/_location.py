@@ -126,7 +126,14 @@ class StoreLocation:
         )
 
     def remove(self) -> None:
-        """Delete the whole hierarchy (used by --overwrite only)."""
+        """Delete the whole hierarchy (used by --overwrite only): a store of this project or nothing.
+
+        Anything else (a folder of other files, someone else's Zarr) raises StoreLocationError
+        and is left as it is.
+        """
+        from store._guard import check_ours_or_empty  # the guard reads stores through this class
+
+        check_ours_or_empty(self, "remove")
         fs, path = self.filesystem()
         if not self.is_remote:
             if self.local_path.exists():

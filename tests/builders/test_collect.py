@@ -201,3 +201,17 @@ def test_a_build_killed_while_finishing_is_caught_and_repaired(
     assert code == 0 and "Nothing to do" in out, err
     dataset = validate_store(str(store_path))
     assert dataset.sizes["token"] == 7 * 128 and np.isfinite(dataset.value.values).all()
+
+
+def test_a_folder_of_other_files_is_never_written_or_removed(tiny_model: Callable[[str], Path],
+                                                            collect_cli: Runner, tmp_path: Path) -> None:
+    folder = tmp_path / "my-project"
+    (folder / "src").mkdir(parents=True)
+    (folder / "notes.md").write_text("months of work")
+    (folder / "src" / "main.py").write_text("print('hi')")
+    before = _tree_digest(folder)
+    for extra in ([], ["--overwrite"]):
+        code, _, err = collect_cli("--model.name", str(tiny_model("llama")), "--store", str(folder), *TINY_ARGS, *extra)
+        assert code == 2 and err.startswith("error: refusing to") and "'notes.md', 'src'" in err, err
+        assert len(err.strip().splitlines()) == 1
+        assert _tree_digest(folder) == before
