@@ -7,9 +7,9 @@ from pathlib import Path
 
 import fsspec
 import pytest
-
 from conftest import BUCKET
 from small_stores import build_valid_store
+
 from store import StoreLocation, StoreLocationError, check_ours_or_empty, is_our_store
 
 
