@@ -137,7 +137,13 @@ def load_yaml(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise ConfigError(f"config file {str(path)!r} does not exist; check the --config path")
     with open(path, encoding="utf-8") as file:
-        document = yaml.safe_load(file) or {}
+        try:
+            document = yaml.safe_load(file) or {}
+        except yaml.YAMLError as error:
+            where = getattr(error, "problem_mark", None)
+            line = f" at line {where.line + 1}" if where is not None else ""
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML{line} "
+                              f"({getattr(error, 'problem', None) or error}); fix the file") from error
     if not isinstance(document, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections, got {type(document).__name__}")
     return document

@@ -16,6 +16,7 @@ EMBEDDED_SMOLLM2 = "embedded:smollm2-135m-instruct"
 BUNDLED_CORPUS = "bundled:pydoc-topics"
 NAMED_LAYERS = ("embed", "middle", "pre_last")
 _LAYER_N = re.compile(r"^layer_(\d+)$")
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -56,6 +57,10 @@ class ModelConfig:
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ConfigError(
                 f"unknown model.dtype {self.dtype!r}; use auto, float32, bfloat16 or float16"
+            )
+        if not _DEVICE.match(self.device):
+            raise ConfigError(
+                f"unknown model.device {self.device!r}; use auto, cpu, cuda, cuda:N or mps"
             )
         if self.device_map not in ("", "auto"):
             raise ConfigError(f"model.device_map must be 'auto' or empty, got {self.device_map!r}")

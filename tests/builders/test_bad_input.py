@@ -39,7 +39,9 @@ def _files(tmp_path: Path) -> dict[str, Path]:
     blocker.write_text("not a folder")
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("data:\n  max_tokenz: 10\n")
-    return {"no_field": no_field, "empty": empty, "blocker": blocker, "bad_yaml": bad_yaml}
+    broken_yaml = tmp_path / "broken.yaml"
+    broken_yaml.write_text("data: [unclosed\n")
+    return {"no_field": no_field, "empty": empty, "blocker": blocker, "bad_yaml": bad_yaml, "broken_yaml": broken_yaml}
 
 
 CASES = {
@@ -61,6 +63,8 @@ CASES = {
     "unknown config key": (["--config", "{bad_yaml}"], "unknown config key 'data.max_tokenz'"),
     "too many channels": (["--stats.channels", "999"], "exceeds the model's hidden size"),
     "bad dtype": (["--model.dtype", "float8"], "unknown model.dtype"),
+    "malformed yaml": (["--config", "{broken_yaml}"], "is not valid YAML at line 2"),
+    "bad device": (["--model.device", "tpu9"], "unknown model.device 'tpu9'"),
 }
 
 
