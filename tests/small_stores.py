@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -33,3 +34,12 @@ def build_valid_store(path: Path, labels: tuple[str, ...] = ("m",)) -> StoreLoca
         writer.flush()
         finish(location, session, 600)
     return location
+
+
+def tree_digest(path: Path) -> str:
+    """One digest over every file's name and bytes below ``path``: any change to a store changes it."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(path)).encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()

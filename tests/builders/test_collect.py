@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -15,21 +14,14 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 import zarr
-
 from conftest import TINY_ARGS
+from small_stores import tree_digest
 from tiny_models import merged_tokenizer, save_tiny_model
+
 from store import validate_store
 
 Runner = Callable[..., tuple[int, str, str]]
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _tree_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(str(file.relative_to(path)).encode())
-        digest.update(file.read_bytes())
-    return digest.hexdigest()
 
 
 def _arrays(path: Path) -> dict[str, np.ndarray]:
@@ -63,10 +55,10 @@ def test_rerun_is_a_noop(tiny_model: Callable[[str], Path], collect_cli: Runner,
     store = tmp_path / "a.zarr"
     args = ["--model.name", str(tiny_model("llama")), "--store", str(store), *TINY_ARGS]
     assert collect_cli(*args)[0] == 0
-    before = _tree_digest(store)
+    before = tree_digest(store)
     code, out, _ = collect_cli(*args)
     assert code == 0 and "Nothing to do" in out
-    assert _tree_digest(store) == before
+    assert tree_digest(store) == before
 
 
 def test_second_model_joins_the_store(tiny_model: Callable[[str], Path], collect_cli: Runner, tmp_path: Path) -> None:
@@ -164,15 +156,15 @@ def test_a_shorter_second_model_is_refused_before_the_store_changes(
     store = tmp_path / "a.zarr"
     common = [*TINY_ARGS, "--data.name", str(corpus), "--store", str(store)]
     assert collect_cli("--model.name", str(tiny_model("llama")), "--model.label", "bytes", *common)[0] == 0
-    before = _tree_digest(store)
+    before = tree_digest(store)
     merged = save_tiny_model("llama", tmp_path / "merged", tokenizer=merged_tokenizer(text))
     code, _, err = collect_cli("--model.name", str(merged), "--model.label", "merged", *common)
     assert code == 2 and err.startswith("error: ") and "yields only" in err and len(err.strip().splitlines()) == 1
-    assert _tree_digest(store) == before, "the refused model changed the store"
+    assert tree_digest(store) == before, "the refused model changed the store"
     dataset = validate_store(str(store))
     assert dataset.committed_tokens.values.tolist() == [4096] and list(dataset.model.values) == ["bytes"]
     code, _, _ = collect_cli("--model.name", str(merged), "--model.label", "merged", *common)
-    assert code == 2 and _tree_digest(store) == before  # re-running repeats the refusal, still harmless
+    assert code == 2 and tree_digest(store) == before  # re-running repeats the refusal, still harmless
 
 
 def test_a_build_killed_while_finishing_is_caught_and_repaired(
@@ -209,9 +201,9 @@ def test_a_folder_of_other_files_is_never_written_or_removed(tiny_model: Callabl
     (folder / "src").mkdir(parents=True)
     (folder / "notes.md").write_text("months of work")
     (folder / "src" / "main.py").write_text("print('hi')")
-    before = _tree_digest(folder)
+    before = tree_digest(folder)
     for extra in ([], ["--overwrite"]):
         code, _, err = collect_cli("--model.name", str(tiny_model("llama")), "--store", str(folder), *TINY_ARGS, *extra)
         assert code == 2 and err.startswith("error: refusing to") and "'notes.md', 'src'" in err, err
         assert len(err.strip().splitlines()) == 1
-        assert _tree_digest(folder) == before
+        assert tree_digest(folder) == before

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from collections.abc import Callable
 from pathlib import Path
@@ -10,25 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+from conftest import TINY_ARGS
+from small_stores import tree_digest
+from tiny_models import merged_tokenizer, save_tiny_model
 
 from builders._config import DataConfig
 from builders._packing import iter_rows
 from builders._text import iter_documents
-from conftest import TINY_ARGS
 from store import StatsBlock, StatsWriter, validate_store
-from tiny_models import merged_tokenizer, save_tiny_model
 
 Runner = Callable[..., tuple[int, str, str]]
 SEQ_LEN = 128  # --data.max_seq_len in TINY_ARGS
-
-
-def _tree_digest(path: Path) -> str:
-    """One digest over every file's name and bytes: any change to the store changes it."""
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(str(file.relative_to(path)).encode())
-        digest.update(file.read_bytes())
-    return digest.hexdigest()
 
 
 def _model_arrays(store: Path, index: int) -> dict[str, np.ndarray]:
@@ -92,12 +83,12 @@ def test_resume_with_another_dtype_is_refused(tiny_model: Callable[[str], Path],
     assert code == 130, err
     committed = int(xr.open_zarr(store, group="stats", consolidated=False).committed_tokens.values[0])
     assert 0 < committed < 1024, "the first build must stop part-way, after a commit"
-    before = _tree_digest(store)
+    before = tree_digest(store)
     code, out, err = collect_cli(*common, "--model.dtype", "bfloat16")
     assert code == 2, out + err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "dtype" in lines[0], err
-    assert _tree_digest(store) == before, "a refused build must not touch the store"
+    assert tree_digest(store) == before, "a refused build must not touch the store"
     # the same settings do resume: the refusal above was about the dtype, not about resuming
     code, out, err = collect_cli(*common, "--model.dtype", "float32")
     assert code == 0 and "Resuming" in out, err
