@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import urllib.parse
@@ -62,8 +63,8 @@ class StoreLocation:
     def fsspec_options(self) -> dict[str, Any]:
         options = dict(self.storage_options)
         if self.url.startswith("s3://"):
-            config = dict(options.get("config_kwargs", {}))
-            for key, value in _S3_CLIENT_DEFAULTS.items():
+            config = copy.deepcopy(dict(options.get("config_kwargs", {})))
+            for key, value in copy.deepcopy(_S3_CLIENT_DEFAULTS).items():  # botocore edits 'retries' in place
                 config.setdefault(key, value)
             options["config_kwargs"] = config
         return options

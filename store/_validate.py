@@ -14,7 +14,7 @@ import zarr
 from store._consolidated import stale_metadata
 from store._location import StoreLocation
 from store._schema import DIMS, DTYPES, FORMAT_NAME, FORMAT_VERSION, MIN_SHARD_BYTES, STATS_GROUP, STREAMED
-from store.errors import ContractError
+from store.errors import ContractError, StoreLocationError
 
 LAYER_LABEL = re.compile(r"^(embed|middle|pre_last|layer_\d+)$")
 PROVENANCE_KEYS = ("model_id", "revision", "config", "created", "versions")
@@ -26,6 +26,8 @@ def validate_store(location: StoreLocation | str) -> xr.Dataset:
     """Open ``location`` with plain xarray, check the whole contract, return the Dataset."""
     if isinstance(location, str):
         location = StoreLocation(location)
+    if not location.exists():
+        raise StoreLocationError(f"no store at {location.display()!r} (no zarr.json); check the path or URL")
     problems = _check_hierarchy(location)
     try:
         dataset = xr.open_zarr(location.zarr_store(read_only=True), group=STATS_GROUP)

@@ -143,3 +143,10 @@ def test_an_unlisted_group_is_named(tmp_path: Path) -> None:
     zarr.open_group(location.local_path, mode="r+", use_consolidated=False).create_group("extra")
     with pytest.raises(ContractError, match="does not list 'extra'"):
         validate_store(location)
+
+
+def test_a_missing_store_is_a_location_error_not_a_traceback(tmp_path: Path) -> None:
+    from store import StoreLocationError
+
+    with pytest.raises(StoreLocationError, match="no store at .*nothing.zarr"):
+        validate_store(str(tmp_path / "nothing.zarr"))
