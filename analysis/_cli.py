@@ -1,4 +1,4 @@
-"""What the analysis commands share: a one-line-error parser, the store and cache arguments, opening the store.
+"""What the analysis commands share: the store and cache arguments, opening the store.
 
 Flags follow the house convention: underscored spellings (``--storage_options``), with
 the hyphenated ones accepted as aliases (``--storage-options``, ``--storage-option``).
@@ -7,21 +7,12 @@ the hyphenated ones accepted as aliases (``--storage-options``, ``--storage-opti
 from __future__ import annotations
 
 import argparse
-import sys
-from typing import Any, NoReturn
+from typing import Any
 
 import xarray as xr
 
 from analysis._open import open_store
 from store import InputError, parse_storage_options
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """Bad arguments end in one ``error: ...`` line and exit code 2, as the builders' CLI does."""
-
-    def error(self, message: str) -> NoReturn:
-        print(f"error: {message}; see --help", file=sys.stderr)
-        raise SystemExit(2)
 
 
 def flag(*words: str) -> list[str]:

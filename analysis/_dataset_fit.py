@@ -35,7 +35,7 @@ def _fit_series(values: np.ndarray, transform: str, discrete: bool | None, alpha
     result = fit_power_law(prepared, discrete, alpha_range, alternatives or False, n_boot)
     ols = rank_ols(prepared)
     scalars = [result.alpha, result.xmin, result.sigma, result.ks_d, result.n_tail, result.n_excluded,
-               ols.slope, ols.intercept, ols.r2, result.gof_p, getattr(result, "gof_failed", 0),
+               ols.slope, ols.intercept, ols.r2, result.gof_p, result.gof_failed,
                STATUS.get(result.status, 9)]
     comparisons = [result.comparisons.get(name) for name in alternatives]
     tests = [value for c in comparisons for value in ((c.R, c.p) if c else (np.nan, np.nan))]

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import os
 import shutil
 import uuid
@@ -30,8 +29,9 @@ from typing import Any
 import xarray as xr
 from dask.base import tokenize
 
-from analysis._snapshot import SNAPSHOT_KEY, StoreSnapshot, coordinate_labels, dask_name
-from store import CACHE_ENV, ConfigError, InputError, cache_root, consolidate
+from analysis._snapshot import SNAPSHOT_KEY, StoreSnapshot, coordinate_labels, dask_name, digest
+from store import CACHE_ENV, ConfigError, InputError, StoreLocationError, cache_root, consolidate
+from store.errors import first_line
 
 CACHE_FORMAT = 2  # bump when the layout or meaning of a cached entry changes
 FITS_GROUP = "fits"
@@ -65,11 +65,11 @@ def _snapshot(dataset: xr.Dataset) -> StoreSnapshot | None:
 
 @functools.cache
 def _code_digest() -> str:
-    digest = hashlib.sha256()
+    hasher = hashlib.sha256()
     for module in sorted(Path(__file__).parent.glob("*.py")):
         if module.name not in _NOT_FITTING:
-            digest.update(module.name.encode() + module.read_bytes())
-    return digest.hexdigest()
+            hasher.update(module.name.encode() + module.read_bytes())
+    return hasher.hexdigest()
 
 
 def fits_key(dataset: xr.Dataset, fitted: Mapping[str, xr.DataArray | None],
@@ -82,7 +82,7 @@ def fits_key(dataset: xr.Dataset, fitted: Mapping[str, xr.DataArray | None],
     channel_index = tokenize(dataset["channel_index"].data) if "channel_index" in dataset else "absent"
     basis = {"format": CACHE_FORMAT, "code": _code_digest(), "store": snapshot.identity, "arrays": names,
              "labels": coordinate_labels(dataset), "channel_index": channel_index, "options": options}
-    return hashlib.sha256(json.dumps(basis, sort_keys=True, default=str).encode()).hexdigest()
+    return digest(basis)
 
 
 def require_store_cache(dataset: xr.Dataset, variables: list[str], key: str | None) -> None:
@@ -98,20 +98,15 @@ def require_store_cache(dataset: xr.Dataset, variables: list[str], key: str | No
 
 
 def _require_writable(snapshot: StoreSnapshot) -> None:
-    """Write and delete a probe as this process (os.access, which StoreLocation.check_writable uses
-    locally, asks about the real user id; writes are made as the effective one)."""
     location = snapshot.location
-    fs, root = location.filesystem()
-    probe = f"{root.rstrip('/')}/.write-probe-{uuid.uuid4().hex}"
     try:
         if location.zarr_store().read_only:  # a store object that refuses writes
-            raise PermissionError("the store is read-only")
-        fs.pipe_file(probe, b"probe")
-        fs.rm_file(probe)
-    except Exception as error:  # noqa: BLE001 - whatever stops the probe would stop the fits group
+            raise StoreLocationError("the store is read-only")
+        location.check_writable()
+    except StoreLocationError as error:
         raise InputError(
             f"cache='store' needs write access to the store {location.display()!r}, which this reader lacks "
-            f"({_first_line(error)}); use cache='local' (--cache local, the default: it writes only under "
+            f"({first_line(error)}); use cache='local' (--cache local, the default: it writes only under "
             f"{cache_root()}) or cache=False (--cache off)"
         ) from error
 
@@ -158,13 +153,9 @@ def write(dataset: xr.Dataset, key: str, mode: str, result: xr.Dataset) -> xr.Da
         computed.encoding[WHERE_KEY] = where
     except Exception as error:  # noqa: BLE001 - whatever stops the cache write, the results must not be lost
         fix = "pass cache='local'" if mode == "store" else f"set {CACHE_ENV} to a writable folder"
-        warnings.warn(f"the fits were computed but not cached ({_first_line(error)}); {fix} or pass cache=False",
+        warnings.warn(f"the fits were computed but not cached ({first_line(error)}); {fix} or pass cache=False",
                       RuntimeWarning, stacklevel=3)
     return computed
-
-
-def _first_line(error: Exception) -> str:
-    return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
 def _write_local(key: str, computed: xr.Dataset) -> str:
@@ -187,7 +178,8 @@ def _write_local(key: str, computed: xr.Dataset) -> str:
 
 def _write_store(dataset: xr.Dataset, computed: xr.Dataset) -> str:
     snapshot = _snapshot(dataset)
-    assert snapshot is not None  # checked by require_store_cache before computing
+    if snapshot is None:  # require_store_cache refuses this before any work; kept for direct callers
+        raise InputError("cache='store' needs a Dataset straight from open_store; use cache='local'")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         computed.to_zarr(snapshot.location.zarr_store(), group=FITS_GROUP, mode="w", zarr_format=3,

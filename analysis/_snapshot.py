@@ -74,7 +74,7 @@ def store_identity(location: StoreLocation, group: str, opened: xr.Dataset) -> s
     committed = opened["committed_tokens"].values.tolist() if "committed_tokens" in opened else []
     basis = {"url": location.display(), "group": group, "attrs": opened.attrs, "schema": schema,
              "committed_tokens": committed, "objects": listing}
-    return _digest(basis)
+    return digest(basis)
 
 
 def _listing_digest(location: StoreLocation, group: str) -> str | None:
@@ -87,10 +87,10 @@ def _listing_digest(location: StoreLocation, group: str) -> str | None:
         return None
     entries = [[name.removeprefix(prefix), [info.get(marker) for marker in _CHANGE_MARKERS]]
                for name, info in sorted(found.items())]  # sorted: the same listing, the same digest
-    return _digest(entries) if entries else None
+    return digest(entries) if entries else None
 
 
-def _digest(basis: Any) -> str:
+def digest(basis: Any) -> str:
     return hashlib.sha256(json.dumps(basis, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -16,11 +16,15 @@ import numpy as np
 import xarray as xr
 
 from analysis._cli import (
-    OneLineParser, add_cache_arguments, add_store_arguments, flag, open_from_arguments, parse_arguments,
+    add_cache_arguments,
+    add_store_arguments,
+    flag,
+    open_from_arguments,
+    parse_arguments,
 )
 from analysis._dataset_fit import fit as fit_dataset
 from analysis._fits_cache import WHERE_KEY
-from store import InputError
+from store import InputError, OneLineParser
 
 
 def table(fits: xr.Dataset) -> str:

@@ -11,10 +11,14 @@ from tqdm.auto import tqdm
 
 from analysis import plots
 from analysis._cli import (
-    OneLineParser, add_cache_arguments, add_store_arguments, flag, open_from_arguments, parse_arguments,
+    add_cache_arguments,
+    add_store_arguments,
+    flag,
+    open_from_arguments,
+    parse_arguments,
 )
 from analysis._dataset_fit import fit
-from store import InputError
+from store import InputError, OneLineParser
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

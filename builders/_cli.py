@@ -10,15 +10,14 @@ import argparse
 import ast
 import dataclasses
 import inspect
-import sys
 import textwrap
 import typing
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import yaml
 
-from store import parse_storage_options
+from store import OneLineParser, parse_storage_options
 from store.errors import ConfigError
 
 Config = TypeVar("Config")
@@ -70,14 +69,8 @@ def _converter(annotation: Any) -> Any:
     return annotation
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        print(f"error: {message}; see --help", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def build_parser(cls: type, prog: str, description: str) -> argparse.ArgumentParser:
-    parser = _OneLineParser(
+    parser = OneLineParser(
         prog=prog,
         description=description,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,

@@ -13,7 +13,7 @@ from torch import nn
 from builders._config import EMBEDDED_SMOLLM2, NAMED_LAYERS, ModelConfig
 from builders._embedded import file_sha256, float32_folder
 from builders.errors import ModelError
-from store.errors import ConfigError
+from store.errors import ConfigError, first_line
 
 # Where decoder layers live, by family: Llama/Qwen/OLMo/Mixtral, GPT-2, GPT-NeoX, OPT.
 _LAYER_PATHS = ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers", "transformer.layers")
@@ -82,9 +82,8 @@ def _pretrained_kwargs(source: ModelSource, config: ModelConfig) -> dict[str, An
 
 
 def _load_error(source: ModelSource, what: str, error: Exception) -> ModelError:
-    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return ModelError(
-        f"cannot load the {what} of model {source.model_id!r}: {reason}; "
+        f"cannot load the {what} of model {source.model_id!r}: {first_line(error)}; "
         "check --model.name (hub id, local folder or .gguf file) and your network or HF_TOKEN"
     )
 

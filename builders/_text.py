@@ -9,6 +9,7 @@ from typing import Any
 
 from builders._config import BUNDLED_CORPUS, DataConfig
 from builders.errors import DataError
+from store.errors import first_line
 
 _TEXT_SUFFIXES = (".txt", ".md")
 _JSONL_SUFFIXES = (".jsonl", ".json")
@@ -90,9 +91,9 @@ def _hugging_face(config: DataConfig) -> Iterator[str]:
             config.name, config.subset or None, split=config.split, streaming=True
         )
     except Exception as error:  # noqa: BLE001 - datasets raises many types for a bad name
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise DataError(
-            f"cannot open dataset {config.name!r} (subset {config.subset!r}, split {config.split!r}): {reason}; "
+            f"cannot open dataset {config.name!r} (subset {config.subset!r}, split {config.split!r}): "
+            f"{first_line(error)}; "
             "check --data.name, --data.subset and --data.split"
         ) from error
     for number, record in enumerate(dataset):

@@ -8,7 +8,7 @@ from store._catalog import default_catalog_path, load_catalog, resolve_location
 from store._consolidated import consolidate, stale_metadata
 from store._guard import check_ours_or_empty, is_our_store
 from store._location import StoreLocation
-from store._options import parse_storage_options
+from store._options import OneLineParser, parse_storage_options
 from store._schema import FORMAT_NAME, FORMAT_VERSION, STATS_GROUP, ModelSlot, StatsLayout
 from store._stats_store import StoredStats, WriteSession, check_compatible, finish, open_session
 from store._validate import validate_stats, validate_store
@@ -34,6 +34,7 @@ __all__ = [
     "ContractError",
     "InputError",
     "ModelSlot",
+    "OneLineParser",
     "StatsBlock",
     "StatsLayout",
     "StatsWriter",

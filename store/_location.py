@@ -16,7 +16,7 @@ import fsspec
 import zarr
 import zarr.storage
 
-from store.errors import StoreLocationError
+from store.errors import StoreLocationError, first_line
 
 # Fail fast on a dead endpoint instead of botocore's minutes of retries.
 _S3_CLIENT_DEFAULTS = {"connect_timeout": 5, "read_timeout": 30, "retries": {"max_attempts": 2}}
@@ -111,7 +111,8 @@ class StoreLocation:
                 f"store path {str(path)!r} is blocked by the file {str(existing)!r}; "
                 "choose another --store path"
             )
-        if not os.access(existing, os.W_OK | os.X_OK):
+        # the effective ids are the ones writes are made as (plain os.access asks about the real ones)
+        if not os.access(existing, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
             raise StoreLocationError(
                 f"cannot write the store at {str(path)!r}: {str(existing)!r} is not writable; "
                 "choose a writable --store path"
@@ -120,9 +121,8 @@ class StoreLocation:
     def _unreachable(self, error: Exception) -> str:
         endpoint = self.storage_options.get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL")
         where = f" (endpoint {endpoint!r})" if endpoint else ""
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         return (
-            f"cannot reach store {self.display()!r}{where}: {reason}; "
+            f"cannot reach store {self.display()!r}{where}: {first_line(error)}; "
             "check the URL, the endpoint and your credentials"
         )
 

@@ -1,4 +1,4 @@
-"""``KEY=VALUE`` storage options from a command line, typed the same way by every entry point.
+"""What every command line shares: one-line errors, and ``KEY=VALUE`` storage options typed one way.
 
 Values are YAML scalars, as in a ``--config`` file: ``anon=false`` is the boolean False
 (a plain string "false" would be truthy and silently make S3 access anonymous),
@@ -8,14 +8,24 @@ value the empty string.
 
 from __future__ import annotations
 
+import argparse
+import sys
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
-from store.errors import ConfigError
+from store.errors import ConfigError, first_line
 
 _FIX = "write each storage option as KEY=VALUE, e.g. --storage_options anon=false"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Bad arguments end in one ``error: ...`` line and exit code 2, in every entry point."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {message}; see --help", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def parse_storage_option(item: str) -> tuple[str, Any]:
@@ -26,8 +36,7 @@ def parse_storage_option(item: str) -> tuple[str, Any]:
     try:
         value = yaml.safe_load(text) if text else ""
     except yaml.YAMLError as error:
-        reason = str(error).splitlines()[0]
-        raise ConfigError(f"storage option {item!r}: its value is not valid YAML ({reason}); {_FIX}") from error
+        raise ConfigError(f"storage option {item!r}: its value is not valid YAML ({first_line(error)}); {_FIX}") from error
     return key.strip(), value
 
 

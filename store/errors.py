@@ -33,3 +33,9 @@ class ContractError(ActivationStoreError):
 
 class CatalogError(InputError):
     """A catalog file or one of its entries is invalid."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (or its type's name): what a one-line error quotes."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from conftest import TINY_ARGS
+from small_stores import tree_digest
 
 Runner = Callable[..., tuple[int, str, str]]
-
-
-def _digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(str(file).encode() + file.read_bytes())
-    return digest.hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -74,14 +66,14 @@ def test_bad_input_fails_cleanly(case: str, built_store: Path, tiny_model: Calla
     flags, expected = CASES[case]
     files = _files(tmp_path)
     flags = [flag.format(**files) for flag in flags]
-    before = _digest(built_store)
+    before = tree_digest(built_store)
     base = ["--model.name", str(tiny_model("llama")), "--store", str(built_store), *TINY_ARGS]
     code, _, err = collect_cli(*base, *flags)  # later flags win, as on a real command line
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert expected in lines[0], lines[0]
-    assert _digest(built_store) == before
+    assert tree_digest(built_store) == before
 
 
 def test_unknown_hub_id_fails_cleanly(monkeypatch: pytest.MonkeyPatch, collect_cli: Runner, tmp_path: Path) -> None:

@@ -138,7 +138,7 @@ def test_unreachable_message_without_an_endpoint_has_no_endpoint_part(monkeypatc
 
 def test_unwritable_local_folder_names_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A local store under a folder this user cannot write is refused with the fix."""
-    monkeypatch.setattr("store._location.os.access", lambda path, mode: False)
+    monkeypatch.setattr("store._location.os.access", lambda path, mode, **options: False)
     with pytest.raises(StoreLocationError, match="is not writable; choose a writable --store path"):
         StoreLocation(str(tmp_path / "s.zarr")).check_writable()
 
