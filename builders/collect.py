@@ -27,7 +27,9 @@ from builders._run import RunResult, collect
 from builders._text import iter_documents
 from builders.errors import DataError
 from store import (
+    STATS_GROUP,
     InputError,
+    Lease,
     ModelSlot,
     StatsLayout,
     StatsWriter,
@@ -37,6 +39,9 @@ from store import (
     check_ours_or_empty,
     finish,
     open_session,
+    remove_store,
+    reporting_write_faults,
+    slot_key,
 )
 from store.errors import ConfigError
 
@@ -143,16 +148,21 @@ def _check_yield(config: CollectConfig, tokenizer: Any, needed: int, label: str)
 
 
 def run(config: CollectConfig) -> int:
-    """Validate everything that can fail, then collect; returns the exit code."""
+    """Validate everything that can fail, then collect under the model slot's lease; returns the exit code."""
     prepared = _prepare(config)
-    if config.overwrite:
-        prepared.location.remove()
-    attrs = store_attrs(config, prepared.layout.token_chunk)
-    session = open_session(prepared.location, prepared.layout, prepared.slot, attrs)
-    return _collect_into(config, prepared, session)
+    location, label = prepared.location, prepared.slot.label
+    key = slot_key(STATS_GROUP, label)
+    lease = Lease(location, key, f"collect model {label!r}")
+    # the lease refuses a second build of this model; a full disk or a dead endpoint is one error line
+    with reporting_write_faults(location), lease.acquire(interrupt=True):
+        if config.overwrite:
+            remove_store(location, key)
+        attrs = store_attrs(config, prepared.layout.token_chunk)
+        session = open_session(location, prepared.layout, prepared.slot, attrs)
+        return _collect_into(config, prepared, session, lease)
 
 
-def _collect_into(config: CollectConfig, prepared: _Prepared, session: WriteSession) -> int:
+def _collect_into(config: CollectConfig, prepared: _Prepared, session: WriteSession, lease: Lease) -> int:
     layout, label, location = session.layout, prepared.slot.label, prepared.location
     if session.committed >= layout.n_tokens:
         finish(location, session, layout.n_tokens)  # repairs a build killed while finishing
@@ -162,7 +172,7 @@ def _collect_into(config: CollectConfig, prepared: _Prepared, session: WriteSess
         print(f"Resuming model {label!r} at token {session.committed:,} of {layout.n_tokens:,}.")
     channel_index = session.group["channel_index"][session.slot]
     capture = StatsCapture(prepared.modules, layout.metrics, channel_index)
-    writer = StatsWriter(session.group, session.slot, layout.token_chunk, session.committed)
+    writer = StatsWriter(session.group, session.slot, layout.token_chunk, session.committed, lease)
     max_rows = layout.n_tokens // config.data.max_seq_len
     batches = iter_batches(prepared.rows, config.data.batch_size, max_rows, first_token=session.committed)
     with tqdm(total=layout.n_tokens, initial=session.committed, unit="tok", unit_scale=True,

@@ -6,11 +6,21 @@ See docs/store-format.md for the format itself.
 from store._cache import CACHE_ENV, cache_root
 from store._catalog import default_catalog_path, load_catalog, resolve_location
 from store._consolidated import consolidate, stale_metadata
+from store._faults import reporting_write_faults, write_fault
 from store._guard import check_ours_or_empty, is_our_store
+from store._lease import LEASE_DIR, Lease, LeaseError, LeaseRecord, live_leases, slot_key
 from store._location import StoreLocation
 from store._options import OneLineParser, parse_storage_options
 from store._schema import FORMAT_NAME, FORMAT_VERSION, STATS_GROUP, ModelSlot, StatsLayout
-from store._stats_store import StoredStats, WriteSession, check_compatible, finish, open_session
+from store._stats_store import (
+    StoredStats,
+    WriteSession,
+    check_compatible,
+    finish,
+    open_session,
+    remove_store,
+    structure_lease,
+)
 from store._validate import validate_stats, validate_store
 from store._writer import StatsBlock, StatsWriter
 from store.errors import (
@@ -27,12 +37,16 @@ __all__ = [
     "CACHE_ENV",
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "LEASE_DIR",
     "STATS_GROUP",
     "ActivationStoreError",
     "CatalogError",
     "ConfigError",
     "ContractError",
     "InputError",
+    "Lease",
+    "LeaseError",
+    "LeaseRecord",
     "ModelSlot",
     "OneLineParser",
     "StatsBlock",
@@ -50,11 +64,17 @@ __all__ = [
     "default_catalog_path",
     "finish",
     "is_our_store",
+    "live_leases",
     "load_catalog",
     "open_session",
     "parse_storage_options",
+    "remove_store",
+    "reporting_write_faults",
     "resolve_location",
+    "slot_key",
     "stale_metadata",
+    "structure_lease",
     "validate_stats",
     "validate_store",
+    "write_fault",
 ]

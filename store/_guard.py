@@ -13,11 +13,12 @@ import json
 import re
 from typing import Any
 
+from store._lease import LEASE_DIR
 from store._location import StoreLocation
 from store._schema import FORMAT_NAME, STATS_GROUP
 from store.errors import StoreLocationError
 
-OUR_ENTRIES = {"zarr.json", STATS_GROUP, "fits"}  # what a store of this project holds at its root
+OUR_ENTRIES = {"zarr.json", STATS_GROUP, "fits", LEASE_DIR}  # what a store of this project holds at its root
 # leftovers of a kill: zarr's atomic-write temporaries ("zarr.<hex>.partial") and our write probes
 _LEFTOVER = re.compile(r"^(zarr\.[0-9a-f]{32}\.partial|\.write-probe-[0-9a-f]{32})$")
 _SHOWN = 3  # entries named in the refusal
@@ -58,7 +59,7 @@ def is_our_store(location: StoreLocation, entries: list[str] | None = None) -> b
 def check_ours_or_empty(location: StoreLocation, action: str = "write a store into") -> None:
     """Refuse (nothing touched) a location that holds anything but a store of this project."""
     entries = _entries(location)
-    if not entries or is_our_store(location, entries):
+    if not [e for e in entries if e != LEASE_DIR] or is_our_store(location, entries):  # leases of a build
         return
     shown = ", ".join(repr(name) for name in entries[:_SHOWN]) + (", ..." if len(entries) > _SHOWN else "")
     raise StoreLocationError(

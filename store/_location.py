@@ -18,12 +18,20 @@ import zarr.storage
 
 from store.errors import StoreLocationError, first_line
 
-# Fail fast on a dead endpoint instead of botocore's minutes of retries.
-_S3_CLIENT_DEFAULTS = {"connect_timeout": 5, "read_timeout": 30, "retries": {"max_attempts": 2}}
+# A dead endpoint fails a request within ~35 s (3 attempts of at most 10 s each, plus backoff) instead of
+# botocore's and s3fs's minutes of nested retries; docs/store-format.md states the bound a build gives.
+_S3_CLIENT_DEFAULTS = {"connect_timeout": 5, "read_timeout": 10, "retries": {"max_attempts": 3, "mode": "standard"}}
+_S3FS_RETRIES = 1  # s3fs retries on top of botocore's: none
 
 
 def _is_remote(url: str) -> bool:
     return "://" in url and not url.startswith("file://")
+
+
+def _bound_retries(fs: fsspec.AbstractFileSystem) -> None:
+    """s3fs has no option for its own retry loop (5 tries by default): set it on the instance."""
+    if hasattr(fs, "retries") and "s3" in fs.protocol:
+        fs.retries = _S3FS_RETRIES
 
 
 def local_path_of(url: str) -> Path:
@@ -73,14 +81,18 @@ class StoreLocation:
         """A zarr-python store; local writes are atomic (temp file + rename)."""
         if not self.is_remote:
             return zarr.storage.LocalStore(self.local_path, read_only=read_only)
-        return zarr.storage.FsspecStore.from_url(
+        store = zarr.storage.FsspecStore.from_url(
             self.url, storage_options=self.fsspec_options(), read_only=read_only
         )
+        _bound_retries(store.fs)
+        return store
 
     def filesystem(self) -> tuple[fsspec.AbstractFileSystem, str]:
         if not self.is_remote:
             return fsspec.filesystem("file"), str(self.local_path)
-        return fsspec.core.url_to_fs(self.url, **self.fsspec_options())
+        fs, path = fsspec.core.url_to_fs(self.url, **self.fsspec_options())
+        _bound_retries(fs)
+        return fs, path
 
     def exists(self) -> bool:
         """Whether a Zarr hierarchy already lives here."""
@@ -126,11 +138,11 @@ class StoreLocation:
             "check the URL, the endpoint and your credentials"
         )
 
-    def remove(self) -> None:
+    def remove(self, keep: tuple[str, ...] = ()) -> None:
         """Delete the whole hierarchy (used by --overwrite only): a store of this project or nothing.
 
         Anything else (a folder of other files, someone else's Zarr) raises StoreLocationError
-        and is left as it is.
+        and is left as it is. Entries named in ``keep`` (the leases of the build replacing it) stay.
         """
         from store._guard import check_ours_or_empty  # the guard reads stores through this class
 
@@ -138,7 +150,17 @@ class StoreLocation:
         fs, path = self.filesystem()
         if not self.is_remote:
             if self.local_path.exists():
-                shutil.rmtree(self.local_path)
+                for entry in self.local_path.iterdir():
+                    if entry.name in keep:
+                        continue
+                    if entry.is_dir():
+                        shutil.rmtree(entry)
+                    else:
+                        entry.unlink()
+                if not any(self.local_path.iterdir()):
+                    self.local_path.rmdir()
             return
         if fs.exists(path):
-            fs.rm(path, recursive=True)
+            for entry in fs.ls(path, detail=False, refresh=True):
+                if str(entry).rstrip("/").rsplit("/", 1)[-1] not in keep:
+                    fs.rm(entry, recursive=True)

@@ -18,6 +18,9 @@ FORMAT_NAME = "activation-stats"
 FORMAT_VERSION = 1
 MIN_SHARD_BYTES = 1 << 20
 FLOAT_FILL = np.float32("nan")
+# Group attribute of stores whose writer stores every committed inner chunk, even all-fill ones:
+# in them a missing chunk inside a committed range is damage (older stores may omit all-fill chunks).
+EMPTY_CHUNKS_ATTR = "empty_chunks_written"
 
 DIMS = {
     "value": ("model", "layer", "metric", "token"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -11,8 +12,9 @@ import numpy as np
 import zarr
 
 from store._consolidated import consolidate, consolidate_if_stale
+from store._lease import LEASE_DIR, STRUCTURE_KEY, Lease, LeaseError, live_leases, slot_key
 from store._location import StoreLocation
-from store._schema import DIMS, STATS_GROUP, ModelSlot, StatsLayout, encoding, template
+from store._schema import DIMS, EMPTY_CHUNKS_ATTR, STATS_GROUP, ModelSlot, StatsLayout, encoding, template
 from store.errors import StoreMismatchError
 
 
@@ -89,10 +91,41 @@ def check_compatible(
     return _stored_stats(group)
 
 
+# Metadata changes take seconds; waiting this long also outlasts a lease left by a build killed on another host.
+STRUCTURE_WAIT = 90.0
+
+
+def structure_lease(location: StoreLocation, purpose: str) -> Lease:
+    """The store-wide lease held around metadata changes (create, add a slot, resize, consolidate)."""
+    return Lease(location, STRUCTURE_KEY, purpose).acquire(wait=STRUCTURE_WAIT)
+
+
+def remove_store(location: StoreLocation, own_key: str) -> None:
+    """Delete a store for ``--overwrite``, keeping the leases; refused while another build writes it."""
+    with structure_lease(location, "replace the store"):
+        writing = [lease for lease in live_leases(location, STATS_GROUP) if lease.key != own_key]
+        if writing:
+            raise LeaseError(
+                f"refusing to replace {location.display()!r}: it is being written by "
+                f"{writing[0].describe(time.time())}; wait for that build to end"
+            )
+        location.remove(keep=(LEASE_DIR,))
+
+
 def open_session(
     location: StoreLocation, layout: StatsLayout, slot: ModelSlot, attrs: dict[str, Any]
 ) -> WriteSession:
-    """A session for ``slot``: new store, new model in an existing store, or a resume."""
+    """A session for ``slot``: new store, new model in an existing store, or a resume.
+
+    Runs under the store's structure lease, so concurrent builds add their slots one by one.
+    """
+    with structure_lease(location, f"open a slot for model {slot.label!r}"):
+        return _open_session(location, layout, slot, attrs)
+
+
+def _open_session(
+    location: StoreLocation, layout: StatsLayout, slot: ModelSlot, attrs: dict[str, Any]
+) -> WriteSession:
     group = _open_group(location)
     if group is None or not _check_group(group, location, attrs["build_config"], slot.label,
                                          slot.provenance["config"]):
@@ -110,7 +143,7 @@ def open_session(
 def _create(
     location: StoreLocation, layout: StatsLayout, slot: ModelSlot, attrs: dict[str, Any]
 ) -> WriteSession:
-    dataset = template(layout, slot, {**attrs, "models": {slot.label: slot.provenance}})
+    dataset = template(layout, slot, {**attrs, EMPTY_CHUNKS_ATTR: True, "models": {slot.label: slot.provenance}})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # consolidated metadata / string dtype notices
         dataset.to_zarr(
@@ -162,10 +195,16 @@ def finish(location: StoreLocation, session: WriteSession, n_tokens: int) -> Non
 
     Idempotent, so re-running it repairs a build killed half-way through: arrays
     still longer than ``n_tokens`` are shrunk, stale consolidated metadata is
-    refreshed. It refuses to cut tokens another model has committed.
+    refreshed. It refuses to cut tokens another model has committed or is still writing.
     """
+    with structure_lease(location, "finish a build"):
+        _finish(location, session, n_tokens)
+
+
+def _finish(location: StoreLocation, session: WriteSession, n_tokens: int) -> None:
     group = session.group
-    _check_shrink(group, session.slot, n_tokens, location)
+    if int(group["value"].shape[-1]) > n_tokens:
+        _check_shrink(group, session.slot, n_tokens, location)
     for name, dims in DIMS.items():
         array = group[name]
         if "token" in dims and array.shape[dims.index("token")] > n_tokens:
@@ -180,6 +219,14 @@ def _check_shrink(group: zarr.Group, slot: int, n_tokens: int, location: StoreLo
         raise StoreMismatchError(
             f"store {location.display()!r}: shrinking the token axis to {n_tokens:,} would cut tokens "
             f"another model committed ({max(others):,}); collect this model into another --store"
+        )
+    label = str(group["model"][slot])
+    writing = [lease for lease in live_leases(location, STATS_GROUP) if lease.key != slot_key(STATS_GROUP, label)]
+    if writing:
+        raise StoreMismatchError(
+            f"store {location.display()!r}: model {label!r} ran out of text at {n_tokens:,} tokens, but "
+            f"shrinking the token axis would cut the build of {writing[0].describe(time.time())}; "
+            "rerun this command after that build ends"
         )
 
 

@@ -4,7 +4,9 @@ A build fills one model slot of the ``stats`` group token chunk by token chunk.
 Each region covers whole inner chunks and is followed by an update of
 ``committed_tokens[slot]``, the commit marker: readers and a resumed build trust
 nothing past it. Chunk writes are atomic (local: temp file + rename; S3: one PUT),
-so a kill at any moment leaves every committed chunk intact.
+so a kill at any moment leaves every committed chunk intact. Every inner chunk is
+stored even when it equals the fill value (an all-zero ``doc_index`` chunk is
+common), so a missing chunk inside a committed range always means damage.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import zarr
 
+from store._lease import Lease
 from store._schema import STREAMED
 
 
@@ -56,8 +59,11 @@ def concat_blocks(blocks: list[StatsBlock]) -> StatsBlock:
 class StatsWriter:
     """Buffers blocks up to one token chunk, then writes and commits that region."""
 
-    def __init__(self, group: zarr.Group, slot: int, token_chunk: int, committed: int) -> None:
+    def __init__(self, group: zarr.Group, slot: int, token_chunk: int, committed: int,
+                 lease: Lease | None = None) -> None:
+        self._arrays = {name: group[name].with_config({"write_empty_chunks": True}) for name in STREAMED}
         self._group = group
+        self._lease = lease
         self._slot = slot
         self._token_chunk = token_chunk
         self._n_tokens = int(group["value"].shape[-1])
@@ -97,9 +103,11 @@ class StatsWriter:
             "token_id": (np.s_[self._slot, start:end], merged.token_ids[region]),
             "doc_index": (np.s_[self._slot, start:end], merged.doc_index[region]),
         }
+        if self._lease is not None:
+            self._lease.ensure_held()  # never write after another build may have taken over
         for name in STREAMED:
             selection, data = arrays[name]
-            self._group[name][selection] = data
+            self._arrays[name][selection] = data
         self._group["committed_tokens"][self._slot] = end
         self.committed = end
         rest = merged.tail(end)

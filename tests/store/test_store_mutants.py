@@ -157,7 +157,7 @@ def _options_of(location: StoreLocation) -> dict[str, Any]:
 def test_s3_client_defaults_fill_only_what_is_unset() -> None:
     """S3 gets the fail-fast client settings, except those the user set."""
     options = _options_of(StoreLocation("s3://b/s.zarr", {"config_kwargs": {"connect_timeout": 1}}))
-    assert options["config_kwargs"] == {"connect_timeout": 1, "read_timeout": 30, "retries": {"max_attempts": 2}}
+    assert options["config_kwargs"] == {"connect_timeout": 1, "read_timeout": 10, "retries": {"max_attempts": 3, "mode": "standard"}}
 
 
 # ---- store._stats_store: refusing a build with other settings ---------------------------------------

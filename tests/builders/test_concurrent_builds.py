@@ -1,0 +1,137 @@
+"""Two builds at once into one store, local and S3 (moto): a clean refusal or cooperation, never lost tokens.
+
+The first build runs in a subprocess (a real other process, with its own pid and lease);
+the second runs in-process while the first is still writing.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+from conftest import BUCKET
+from store import LEASE_DIR, StoreLocation, live_leases, open_session, validate_store
+
+REPO = Path(__file__).resolve().parents[2]
+Runner = Callable[..., tuple[int, str, str]]
+N_TOKENS = 4096  # 16 commits: long enough for a second build to start while the first writes
+
+
+@pytest.fixture(params=["local", "s3"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[StoreLocation, list[str]]:
+    """A new store location and the CLI arguments that name it."""
+    if request.param == "local":
+        location = StoreLocation(str(tmp_path / "shared.zarr"))
+        return location, ["--store", location.url]
+    options = request.getfixturevalue("s3_options")
+    location = StoreLocation(f"s3://{BUCKET}/{uuid.uuid4().hex}.zarr", options)
+    return location, ["--store", location.url, "--storage_options", f"endpoint_url={options['endpoint_url']}"]
+
+
+def _args(model: Path, label: str, store_args: list[str]) -> list[str]:
+    return ["--model.name", str(model), "--model.label", label, *store_args, "--data.max_tokens", str(N_TOKENS),
+            "--data.max_seq_len", "128", "--data.batch_size", "1", "--stats.channels", "4",
+            "--stats.metrics", "rms,linf_norm", "--stats.commit_tokens", "256", "--model.device", "cpu",
+            "--progress", "false"]
+
+
+def _spawn(args: list[str]) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    return subprocess.Popen([sys.executable, "-m", "builders.collect", *args], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+
+
+def _committed(location: StoreLocation, label: str) -> int:
+    try:
+        group = zarr.open_group(location.zarr_store(read_only=True), path="stats", mode="r", use_consolidated=False)
+        labels = [str(name) for name in group["model"][:]]
+        return int(group["committed_tokens"][labels.index(label)]) if label in labels else 0
+    except Exception:  # noqa: BLE001 - not created yet
+        return 0
+
+
+def _wait_until_writing(process: subprocess.Popen[bytes], location: StoreLocation, label: str) -> None:
+    deadline = time.monotonic() + 120
+    while _committed(location, label) == 0 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, f"the first build ended before the second began: {process.stderr.read()!r}"
+
+
+def _finish(process: subprocess.Popen[bytes]) -> None:
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err.decode()
+
+
+def test_a_second_build_of_the_same_model_is_refused_naming_the_first(
+        tiny_model: Callable[[str], Path], collect_cli: Runner, target: tuple[StoreLocation, list[str]],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    location, store_args = target
+    args = _args(tiny_model("llama"), "m", store_args)
+    capsys.readouterr()  # the model's saving notices are not the build's output
+    first = _spawn(args)
+    _wait_until_writing(first, location, "m")
+    code, _, err = collect_cli(*args)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"pid {first.pid} (collect model 'm'" in err and "is being written by" in err
+    _finish(first)
+    dataset = validate_store(location)
+    assert dataset.committed_tokens.values.tolist() == [N_TOKENS]
+    assert np.isfinite(dataset.value.values).all()
+    assert collect_cli(*args)[0] == 0 and live_leases(location, "stats") == []
+
+
+def test_two_models_built_at_once_both_land_whole(
+        tiny_model: Callable[[str], Path], collect_cli: Runner, target: tuple[StoreLocation, list[str]],
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    location, store_args = target
+    first = _spawn(_args(tiny_model("llama"), "a", store_args))
+    _wait_until_writing(first, location, "a")
+    while_adding: list[bool] = []
+
+    def open_session_observed(*args: object) -> object:
+        while_adding.append(first.poll() is None and _committed(location, "a") < N_TOKENS)
+        return open_session(*args)
+
+    monkeypatch.setattr("builders.collect.open_session", open_session_observed)
+    code, _, err = collect_cli(*_args(tiny_model("qwen3"), "b", store_args))
+    assert code == 0, err
+    _finish(first)
+    reference = tmp_path / "reference.zarr"
+    for model, label in (("llama", "a"), ("qwen3", "b")):
+        assert collect_cli(*_args(tiny_model(model), label, ["--store", str(reference)]))[0] == 0
+    shared = validate_store(location)
+    expected = xr.open_zarr(reference, group="stats")
+    assert shared.committed_tokens.values.tolist() == [N_TOKENS, N_TOKENS]
+    for name in ("value", "channel_value", "token_id", "doc_index"):
+        for label in ("a", "b"):
+            assert shared[name].sel(model=label).values.tobytes() == expected[name].sel(model=label).values.tobytes()
+    assert while_adding[:1] == [True], "the first build had ended before the second added its slot"
+
+
+def test_kill_9_leaves_a_lease_that_the_rerun_takes_over(tiny_model: Callable[[str], Path], collect_cli: Runner,
+                                                         tmp_path: Path) -> None:
+    location = StoreLocation(str(tmp_path / "killed.zarr"))
+    args = _args(tiny_model("llama"), "m", ["--store", location.url])
+    process = _spawn(args)
+    _wait_until_writing(process, location, "m")
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    left = live_leases(location, "stats")
+    assert [lease.pid for lease in left] == [] and (location.local_path / LEASE_DIR / "stats").is_dir()
+    killed_at = _committed(location, "m")
+    code, out, err = collect_cli(*args)
+    assert code == 0, err
+    assert f"Resuming model 'm' at token {killed_at:,}" in out
+    assert validate_store(location).committed_tokens.values.tolist() == [N_TOKENS]
+    assert not (location.local_path / LEASE_DIR).exists()
