@@ -36,6 +36,7 @@ from store import (
     StoreLocation,
     WriteSession,
     check_compatible,
+    check_intact,
     check_ours_or_empty,
     finish,
     open_session,
@@ -113,6 +114,8 @@ def _prepare(config: CollectConfig) -> _Prepared:
     _check_channels(config, hidden_size)
     stored = None if config.overwrite else check_compatible(
         location, config.build_config(), source.label, config.model_config())
+    if stored is not None and stored.committed.get(source.label):
+        check_intact(location, source.label)  # resuming over damaged chunks would mix in fill values
     tokenizer = models.load_tokenizer(source, config.model)
     if stored is not None and stored.committed_by_others(source.label):
         _check_yield(config, tokenizer, stored.n_tokens, source.label)

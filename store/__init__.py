@@ -8,6 +8,7 @@ from store._catalog import default_catalog_path, load_catalog, resolve_location
 from store._consolidated import consolidate, stale_metadata
 from store._faults import reporting_write_faults, write_fault
 from store._guard import check_ours_or_empty, is_our_store
+from store._integrity import Damage, check_intact, damage
 from store._lease import LEASE_DIR, Lease, LeaseError, LeaseRecord, live_leases, slot_key
 from store._location import StoreLocation
 from store._options import OneLineParser, parse_storage_options
@@ -43,6 +44,7 @@ __all__ = [
     "CatalogError",
     "ConfigError",
     "ContractError",
+    "Damage",
     "InputError",
     "Lease",
     "LeaseError",
@@ -59,8 +61,10 @@ __all__ = [
     "WriteSession",
     "cache_root",
     "check_compatible",
+    "check_intact",
     "check_ours_or_empty",
     "consolidate",
+    "damage",
     "default_catalog_path",
     "finish",
     "is_our_store",

@@ -10,6 +10,7 @@ import numpy as np
 import xarray as xr
 
 from store._consolidated import stale_metadata
+from store._integrity import Damage, damage
 from store._location import StoreLocation
 from store._schema import DIMS, DTYPES, FORMAT_NAME, FORMAT_VERSION, MIN_SHARD_BYTES, STATS_GROUP, STREAMED
 from store.errors import ContractError, StoreLocationError
@@ -26,14 +27,36 @@ def validate_store(location: StoreLocation | str) -> xr.Dataset:
         location = StoreLocation(location)
     if not location.exists():
         raise StoreLocationError(f"no store at {location.display()!r} (no zarr.json); check the path or URL")
-    problems = stale_metadata(location)  # a missing stats group fails the open below
+    damaged = damage(location)
+    if any(item.in_metadata for item in damaged):  # zarr and xarray would raise raw parser errors
+        _raise(_damage_lines(damaged), location.display())
+    problems = _stale_metadata(location)  # a missing stats group fails the open below
     try:
         dataset = xr.open_zarr(location.zarr_store(read_only=True), group=STATS_GROUP)
     except (ValueError, KeyError, FileNotFoundError) as error:  # e.g. arrays disagree on a dim's size
         _raise([*problems, f"xarray cannot open the {STATS_GROUP!r} group ({error})"], location.display())
-    problems += _check_dataset(dataset)
+    problems += _check_dataset(dataset) + _damage_lines(damaged)
     _raise(problems, location.display())
     return dataset
+
+
+def _stale_metadata(location: StoreLocation) -> list[str]:
+    """stale_metadata, with a node outside the checked ones (e.g. fits/) that zarr cannot parse named."""
+    try:
+        return stale_metadata(location)
+    except ValueError as error:  # JSONDecodeError and zarr's metadata errors are ValueErrors
+        return [f"a node's zarr.json cannot be read ({type(error).__name__}: {error})"]
+
+
+_SHOWN_DAMAGE = 20  # a wholesale loss would otherwise give a message of thousands of lines
+
+
+def _damage_lines(damaged: list[Damage]) -> list[str]:
+    lines = [str(item) for item in damaged[:_SHOWN_DAMAGE]]
+    if len(damaged) > _SHOWN_DAMAGE:
+        lines.append(f"and {len(damaged) - _SHOWN_DAMAGE:,} more damaged objects "
+                     "(store.damage lists them all)")
+    return lines
 
 
 def validate_stats(dataset: xr.Dataset) -> None:

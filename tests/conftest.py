@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -42,7 +44,8 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path
 
     def make(family: str = "llama") -> Path:
         if family not in cache:
-            cache[family] = save_tiny_model(family, tmp_path_factory.mktemp(family))
+            with contextlib.redirect_stderr(io.StringIO()):  # transformers' "Writing model shards" bar
+                cache[family] = save_tiny_model(family, tmp_path_factory.mktemp(family))
         return cache[family]
 
     return make

@@ -74,11 +74,9 @@ def _finish(process: subprocess.Popen[bytes]) -> None:
 
 
 def test_a_second_build_of_the_same_model_is_refused_naming_the_first(
-        tiny_model: Callable[[str], Path], collect_cli: Runner, target: tuple[StoreLocation, list[str]],
-        capsys: pytest.CaptureFixture[str]) -> None:
+        tiny_model: Callable[[str], Path], collect_cli: Runner, target: tuple[StoreLocation, list[str]]) -> None:
     location, store_args = target
     args = _args(tiny_model("llama"), "m", store_args)
-    capsys.readouterr()  # the model's saving notices are not the build's output
     first = _spawn(args)
     _wait_until_writing(first, location, "m")
     code, _, err = collect_cli(*args)

@@ -121,3 +121,77 @@ def test_a_paused_endpoint_ends_in_one_error_within_the_bound_and_the_build_resu
     assert resumed.returncode == 0, err.decode()
     dataset = validate_store(location)
     assert dataset.committed_tokens.values.tolist() == [N_TOKENS] and np.isfinite(dataset.value.values).all()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB tmpfs (root only): a real full disk and a real read-only remount."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)],
+                             capture_output=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def _remount(mount_point: Path, options: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,{options}", str(mount_point)], check=True)
+
+
+def _resume_completes(args: list[str], location: StoreLocation, kept: int) -> None:
+    resumed = _spawn(args)
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err.decode()
+    dataset = validate_store(location)
+    assert dataset.committed_tokens.values.tolist() == [N_TOKENS] and np.isfinite(dataset.value.values).all()
+    assert kept > 0
+
+
+def test_a_full_disk_is_one_error_and_the_build_resumes_once_space_is_freed(
+        tiny_model: Callable[[str], Path], small_disk: Path) -> None:
+    location = StoreLocation(str(small_disk / "full.zarr"))
+    args = _args(tiny_model("llama"), ["--store", location.url])
+    message, _ = _one_error_line(_spawn(args), timeout=120)
+    assert "No space left on device" in message and "free some disk space" in message, message
+    kept = _committed(location)
+    assert 0 < kept < N_TOKENS, "the disk did not fill mid-build"
+    validate_store(location)  # what was committed before the disk filled is a valid store
+    _remount(small_disk, "size=8m")
+    _resume_completes(args, location, kept)
+
+
+def test_a_store_turned_read_only_mid_build_is_one_error_and_resumes_when_writable(
+        tiny_model: Callable[[str], Path], small_disk: Path) -> None:
+    _remount(small_disk, "size=8m")
+    location = StoreLocation(str(small_disk / "ro.zarr"))
+    args = _args(tiny_model("llama"), ["--store", location.url])
+    build = _spawn(args)
+    _wait_for_commits(build, location, 512)
+    _remount(small_disk, "ro")
+    try:
+        message, _ = _one_error_line(build, timeout=120)
+    finally:
+        _remount(small_disk, "rw")
+    assert "Read-only file system" in message and "make the store writable again" in message, message
+    _resume_completes(args, location, _committed(location))
+
+
+def test_resuming_over_a_truncated_shard_is_refused_naming_variable_and_tokens(
+        tiny_model: Callable[[str], Path], collect_cli: Runner, tmp_path: Path) -> None:
+    from small_stores import tree_digest
+
+    location = StoreLocation(str(tmp_path / "damaged.zarr"))
+    args = _args(tiny_model("llama"), ["--store", location.url])
+    build = _spawn(args)
+    _wait_for_commits(build, location, 1024)
+    build.send_signal(signal.SIGKILL)
+    build.wait()
+    shard = next((location.local_path / "stats" / "value").rglob("c/0/0/0/*"))
+    shard.write_bytes(shard.read_bytes()[:-100])  # a torn copy, a bad disk sector
+    before = tree_digest(location.local_path)
+    code, _, err = collect_cli(*args)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
+    assert "'value' of model" in err and "tokens 0.." in err and "--overwrite" in err, err
+    assert tree_digest(location.local_path) == before
