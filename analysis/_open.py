@@ -11,6 +11,12 @@ from zarr.errors import GroupNotFoundError
 
 from analysis._snapshot import SNAPSHOT_KEY, dask_token, store_identity, take_snapshot
 from store import STATS_GROUP, StoreLocation, StoreLocationError, resolve_location
+from store.errors import first_line
+
+# What zarr and xarray raise for metadata that is not a Zarr v3 group of ours: undecodable or
+# invalid JSON (ValueError), a document of the wrong shape (TypeError, KeyError, AttributeError).
+_UNREADABLE = (ValueError, TypeError, KeyError, AttributeError)
+_REQUIRED = ("value", "committed_tokens")  # read below before anything else; the rest is the validator's job
 
 
 def open_store(
@@ -30,6 +36,7 @@ def open_store(
     """
     location = resolve_location(name_or_url, storage_options, catalog)
     opened = _open_group(location, group)
+    _check_variables(opened, location)
     identity = store_identity(location, group, opened)
     shards = opened["value"].encoding.get("shards") or opened["value"].encoding["chunks"]
     # one dask chunk per series and shard, as the store is laid out (open_zarr would use inner chunks)
@@ -56,3 +63,17 @@ def _open_group(location: StoreLocation, group: str) -> xr.Dataset:
             f"no {group!r} group in a store at {location.display()!r}; check the URL, "
             "and for S3-compatible endpoints pass --storage_options endpoint_url=..."
         ) from error
+    except _UNREADABLE as error:
+        raise StoreLocationError(_not_a_store(location, error)) from error
+
+
+def _check_variables(opened: xr.Dataset, location: StoreLocation) -> None:
+    """A Zarr group that lacks what every stats group holds is not a store of this project."""
+    missing = [name for name in _REQUIRED if name not in opened.variables]
+    if missing:
+        raise StoreLocationError(_not_a_store(location, KeyError(f"no variable {missing[0]!r}")))
+
+
+def _not_a_store(location: StoreLocation, error: BaseException) -> str:
+    return (f"{location.display()!r} is not a readable activation store ({first_line(error)}); "
+            "point at a store written by python -m builders.collect (see docs/store-format.md)")

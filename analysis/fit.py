@@ -37,27 +37,45 @@ def table(fits: xr.Dataset) -> str:
                 cell = fits.sel(model=model, layer=layer, metric=metric)
                 r_lognormal = float(cell.R.sel(alternative="lognormal")) if "R" in cell else np.nan
                 lines.append(
-                    f"{str(model)[:24]:<24} {str(layer):<9} {str(metric):<20} {float(cell.alpha):7.3f} "
+                    f"{str(model)[:24]:<24} {layer!s:<9} {metric!s:<20} {float(cell.alpha):7.3f} "
                     f"{float(cell.xmin):10.4g} {int(np.nan_to_num(cell.n_tail)):7d} {float(cell.ks_d):6.3f} "
                     f"{float(cell.slope):7.3f} {r_lognormal:6.2f}"
                 )
     return "\n".join(lines)
 
 
+# dask's named schedulers but "distributed", which needs a client this command does not start
+SCHEDULERS = ("threads", "threading", "processes", "multiprocessing", "synchronous", "sync", "single-threaded")
+
+
 def _range(text: str) -> tuple[float, float]:
     low, _, high = text.partition(",")
     try:
-        return float(low), float(high)
+        bounds = float(low), float(high)
     except ValueError as error:
         raise argparse.ArgumentTypeError(f"expected LOW,HIGH such as 0,3, got {text!r}") from error
+    if not all(np.isfinite(bounds)) or bounds[0] >= bounds[1]:  # an empty range would fit nothing, silently
+        raise argparse.ArgumentTypeError(f"expected finite LOW < HIGH such as 0,3, got {text!r}")
+    return bounds
+
+
+def _count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected a whole number such as 100, got {text!r}") from error
+    if count < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 (skip) or a positive number, got {text!r}")
+    return count
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = OneLineParser(prog="python -m analysis.fit", description=__doc__.split("\n\n")[0])
     add_store_arguments(parser)
     parser.add_argument(*flag("alpha", "range"), dest="alpha_range", type=_range, default=None,
+                        metavar="LOW,HIGH",
                         help="LOW,HIGH: restrict alpha as powerlaw.Fit does (0,3 reproduces its default)")
-    parser.add_argument(*flag("n", "boot"), dest="n_boot", type=int, default=0,
+    parser.add_argument(*flag("n", "boot"), dest="n_boot", type=_count, default=0,
                         help="bootstrap goodness-of-fit samples (0: skip)")
     parser.add_argument("--transform", choices=("abs", "positive", "negative"), default="abs",
                         help="fit |value| (default), or the positive / negative side")
@@ -66,7 +84,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(*flag("no", "channels"), dest="no_channels", action="store_true",
                         help="skip the per-channel fits")
     add_cache_arguments(parser)
-    parser.add_argument("--scheduler", default="threads", help="dask scheduler: threads, processes, synchronous")
+    parser.add_argument("--scheduler", choices=SCHEDULERS, default="threads",
+                        help="dask scheduler: threads, processes or synchronous (or their dask aliases)")
     return parse_arguments(parser, argv)
 
 

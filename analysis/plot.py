@@ -19,6 +19,7 @@ from analysis._cli import (
 )
 from analysis._dataset_fit import fit
 from store import InputError, OneLineParser
+from store._options import check_path_text
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -35,6 +36,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     options = parse(argv)
     try:
+        check_out_folder(options.out)
         dataset = open_from_arguments(options)
         written = _plot_all(dataset, options)
     except InputError as error:
@@ -42,6 +44,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"wrote {len(written)} files to {options.out}")
     return 0
+
+
+def check_out_folder(out: Path) -> None:
+    """Refuse an ``--out`` that cannot become a folder before any fit runs, not after minutes of work."""
+    check_path_text(str(out), "--out")
+    blocker = next((path for path in (out, *out.parents) if path.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise InputError(
+            f"--out {str(out)!r} is blocked by the file {str(blocker)!r}; choose another --out folder"
+        )
 
 
 def _plot_all(dataset: xr.Dataset, options: argparse.Namespace) -> list[Path]:

@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 import yaml
 
 from store import OneLineParser, parse_storage_options
-from store.errors import ConfigError
+from store._options import check_path_text
+from store.errors import ConfigError, first_line
 
 Config = TypeVar("Config")
 
@@ -46,6 +47,20 @@ def parse_bool(text: str | bool) -> bool:
     raise ConfigError(f"expected true or false, got {text!r}")
 
 
+def parse_int(value: Any) -> int:
+    """Whole numbers only: ``int(True)`` and ``int(2.5)`` would quietly give 1 and 2."""
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ConfigError(f"expected a whole number, got {value!r}")
+    return int(value)
+
+
+def parse_text(value: Any) -> str:
+    """A YAML scalar as text; an empty key (None), a list, a mapping or a bare yes/no is a mistake."""
+    if value is None or isinstance(value, (bool, list, dict)):
+        raise ConfigError(f"expected text, got {value!r}; quote the value in the config file")
+    return str(value)
+
+
 def parse_list(text: str | list[Any]) -> list[str]:
     if isinstance(text, list):
         return [str(item) for item in text]
@@ -62,6 +77,10 @@ def _converter(annotation: Any) -> Any:
     origin = typing.get_origin(annotation)
     if annotation is bool:
         return parse_bool
+    if annotation is int:
+        return parse_int
+    if annotation is str:
+        return parse_text
     if origin is list:
         return parse_list
     if origin is dict:
@@ -127,32 +146,74 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
+    check_path_text(str(path), "config file")
     if not path.exists():
         raise ConfigError(f"config file {str(path)!r} does not exist; check the --config path")
-    with open(path, encoding="utf-8") as file:
-        try:
-            document = yaml.safe_load(file) or {}
-        except yaml.YAMLError as error:
-            where = getattr(error, "problem_mark", None)
-            line = f" at line {where.line + 1}" if where is not None else ""
-            raise ConfigError(f"config file {str(path)!r} is not valid YAML{line} "
-                              f"({getattr(error, 'problem', None) or error}); fix the file") from error
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} is not a file; pass a YAML file to --config")
+    document = _read_yaml(path)
+    if document is None:  # an empty file: nothing to override (but [], 0 or '' are not mappings)
+        return {}
     if not isinstance(document, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections, got {type(document).__name__}")
     return document
 
 
+def _read_yaml(path: Path) -> Any:
+    try:
+        with open(path, encoding="utf-8") as file:
+            return yaml.safe_load(file)
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML{line} "
+                          f"({getattr(error, 'problem', None) or first_line(error)}); fix the file") from error
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text (byte {error.start}); "
+                          "pass a YAML file to --config") from error
+    except RecursionError as error:
+        raise ConfigError(f"config file {str(path)!r} nests too deeply to read; fix the file") from error
+    except OSError as error:
+        raise ConfigError(
+            f"cannot read config file {str(path)!r} ({first_line(error)}); check the --config path"
+        ) from error
+
+
 def from_dict(cls: type[Config], values: dict[str, Any], prefix: str = "") -> Config:
     """Build (and so validate) a config dataclass; unknown keys are errors."""
     hints = typing.get_type_hints(cls)
-    names = {field.name for field in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ConfigError(
-            f"unknown config key {prefix + unknown[0]!r}; known keys: {', '.join(prefix + n for n in sorted(names))}"
-        )
+    _check_known_keys(cls, values, prefix)
     kwargs = {name: _convert(hints[name], value, prefix + name) for name, value in values.items()}
     return cls(**kwargs)
+
+
+def check_file(cls: type, values: dict[str, Any], prefix: str = "") -> None:
+    """The config file on its own: known keys, sections as mappings, each value of its field's type.
+
+    Flags replace the file's values key by key (and a whole section given as a scalar), so
+    without this a wrong value in the file goes unnoticed whenever a flag overrides it.
+    Checks across fields (max_tokens >= max_seq_len) wait for the merged config.
+    """
+    hints = typing.get_type_hints(cls)
+    _check_known_keys(cls, values, prefix)
+    for name, value in values.items():
+        annotation, dotted = hints[name], prefix + name
+        if not dataclasses.is_dataclass(annotation):
+            _convert(annotation, value, dotted)
+        elif not isinstance(value, dict):
+            raise ConfigError(f"config key {dotted!r} must be a section (mapping), got {value!r}")
+        else:
+            check_file(annotation, value, f"{dotted}.")  # type: ignore[arg-type]
+
+
+def _check_known_keys(cls: type, values: dict[Any, Any], prefix: str) -> None:
+    names = {field.name for field in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted((key for key in values if key not in names), key=str)  # YAML keys may be numbers
+    if unknown:
+        raise ConfigError(
+            f"unknown config key {prefix + str(unknown[0])!r}; "
+            f"known keys: {', '.join(prefix + n for n in sorted(names))}"
+        )
 
 
 def _convert(annotation: Any, value: Any, dotted: str) -> Any:
@@ -173,4 +234,5 @@ def parse_config(cls: type[Config], argv: list[str] | None, prog: str, descripti
     namespace = vars(build_parser(cls, prog, description).parse_args(argv))
     config_path = namespace.pop("config", None)
     from_file = load_yaml(config_path) if config_path else {}
+    check_file(cls, from_file)
     return from_dict(cls, _merge(from_file, _nest(namespace)))

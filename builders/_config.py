@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from builders._metrics import CHANNEL_METRIC, METRICS
+from store._options import check_path_text
 from store.errors import ConfigError
 
 EMBEDDED_SMOLLM2 = "embedded:smollm2-135m-instruct"
@@ -54,6 +55,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if not self.name.strip():
             raise ConfigError("model.name is empty; pass --model.name with a hub id, folder or .gguf file")
+        check_path_text(self.name, "model.name")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ConfigError(
                 f"unknown model.dtype {self.dtype!r}; use auto, float32, bfloat16 or float16"
@@ -94,6 +96,7 @@ class DataConfig:
     """Tokens per row: documents are joined with EOS and cut into rows of this length, no padding."""
 
     def __post_init__(self) -> None:
+        check_path_text(self.name, "data.name")
         for name in ("max_tokens", "batch_size", "max_seq_len"):
             _positive(f"data.{name}", getattr(self, name))
         if self.max_tokens < self.max_seq_len:
@@ -180,6 +183,7 @@ class CollectConfig:
     def __post_init__(self) -> None:
         if not self.store.strip():
             raise ConfigError("store is empty; pass --store with a path or s3:// URL")
+        check_path_text(self.store, "store")
 
     def build_config(self) -> dict[str, Any]:
         """The settings every model in one store must share (saved in the store)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,13 +89,18 @@ def _load_error(source: ModelSource, what: str, error: Exception) -> ModelError:
     )
 
 
+# What a missing, truncated or foreign model file raises from transformers and the gguf reader
+# (a GGUF header cut short is a struct.error).
+_LOAD_ERRORS = (OSError, ValueError, KeyError, TypeError, struct.error)
+
+
 def load_model_config(source: ModelSource, config: ModelConfig) -> Any:
     """The model's config only (no weights), enough to check layer numbers early."""
     from transformers import AutoConfig
 
     try:
         return AutoConfig.from_pretrained(source.path, **_pretrained_kwargs(source, config))
-    except (OSError, ValueError, KeyError) as error:
+    except _LOAD_ERRORS as error:
         raise _load_error(source, "config", error) from error
 
 
@@ -138,7 +144,7 @@ def load_tokenizer(source: ModelSource, config: ModelConfig) -> Any:
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.path, **_pretrained_kwargs(source, config))
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except _LOAD_ERRORS as error:
         raise _load_error(source, "tokenizer", error) from error
     if tokenizer.eos_token_id is None:
         raise ModelError(f"the tokenizer of {source.model_id!r} has no EOS token to join documents with")
@@ -155,7 +161,7 @@ def load_model(source: ModelSource, config: ModelConfig) -> nn.Module:
         kwargs["device_map"] = config.device_map
     try:
         model = AutoModelForCausalLM.from_pretrained(source.path, **kwargs)
-    except (OSError, ValueError, KeyError) as error:
+    except _LOAD_ERRORS as error:
         raise _load_error(source, "weights", error) from error
     if not config.device_map:
         model.to(device)

@@ -49,21 +49,33 @@ def _local(path: Path, text_field: str) -> Iterator[str]:
     if not usable:
         raise DataError(f"no .txt, .md or .jsonl files in {str(path)!r}; point --data.name at text files")
     for file in usable:
-        if file.suffix in _TEXT_SUFFIXES:
-            yield file.read_text(encoding="utf-8")
-        else:
-            yield from _jsonl(file, text_field)
+        try:
+            if file.suffix in _TEXT_SUFFIXES:
+                yield file.read_text(encoding="utf-8")
+            else:
+                yield from _jsonl(file, text_field)
+        except UnicodeDecodeError as error:
+            raise DataError(
+                f"{str(file)!r} is not UTF-8 text (byte {error.start}); convert it or remove it"
+            ) from error
+        except OSError as error:
+            raise DataError(f"cannot read {str(file)!r} ({first_line(error)}); check the file") from error
 
 
 def _jsonl(file: Path, text_field: str) -> Iterator[str]:
     with open(file, encoding="utf-8") as lines:
         for number, line in enumerate(lines, start=1):
             if line.strip():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise DataError(f"{str(file)!r} line {number} is not JSON ({error.msg}); fix or remove it") from error
-                yield text_of(record, text_field, f"{file.name} line {number}")
+                yield text_of(_json_record(line, file, number), text_field, f"{file.name} line {number}")
+
+
+def _json_record(line: str, file: Path, number: int) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as error:
+        raise DataError(f"{str(file)!r} line {number} is not JSON ({error.msg}); fix or remove it") from error
+    except RecursionError as error:  # brackets nested about a thousand deep
+        raise DataError(f"{str(file)!r} line {number} nests too deeply to read; fix or remove it") from error
 
 
 def text_of(record: Any, text_field: str, where: str) -> str:

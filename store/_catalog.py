@@ -9,7 +9,8 @@ from typing import Any
 import yaml
 
 from store._location import StoreLocation, _is_remote, local_path_of
-from store.errors import CatalogError
+from store._options import check_path_text
+from store.errors import CatalogError, first_line
 
 CATALOG_ENV = "ACTIVATION_CATALOG"
 _REPO_CATALOG = Path(__file__).resolve().parent.parent / "catalog.yaml"
@@ -26,10 +27,10 @@ def default_catalog_path() -> Path:
 def load_catalog(path: str | Path | None = None) -> dict[str, dict[str, Any]]:
     """Entries by name, each with ``url``, ``storage_options`` and ``description``."""
     catalog_path = Path(path) if path is not None else default_catalog_path()
+    check_path_text(str(catalog_path), "catalog")
     if not catalog_path.exists():
         return {}
-    with open(catalog_path, encoding="utf-8") as file:
-        document = yaml.safe_load(file) or {}
+    document = _read(catalog_path)
     stores = document.get("stores", {}) if isinstance(document, dict) else None
     if not isinstance(stores, dict):
         raise CatalogError(
@@ -38,10 +39,25 @@ def load_catalog(path: str | Path | None = None) -> dict[str, dict[str, Any]]:
     return {name: _entry(name, entry, catalog_path.parent) for name, entry in stores.items()}
 
 
+def _read(catalog_path: Path) -> Any:
+    """The catalog's YAML document ({} when empty); anything unreadable is a CatalogError naming the file."""
+    try:
+        with open(catalog_path, encoding="utf-8") as file:
+            return yaml.safe_load(file) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as error:  # Recursion: deep nesting
+        raise CatalogError(
+            f"cannot read catalog {str(catalog_path)!r} ({first_line(error)}); fix it, or point "
+            f"${CATALOG_ENV} at a YAML file with a 'stores:' mapping"
+        ) from error
+
+
 def _entry(name: str, entry: Any, base: Path) -> dict[str, Any]:
-    if not isinstance(entry, dict) or "url" not in entry:
-        raise CatalogError(f"catalog entry {name!r} needs a 'url:' field")
-    url = str(entry["url"])
+    if not isinstance(entry, dict) or not isinstance(entry.get("url"), str) or not entry["url"].strip():
+        raise CatalogError(f"catalog entry {name!r} needs a 'url:' field holding a path or URL")
+    if not isinstance(entry.get("storage_options") or {}, dict):
+        raise CatalogError(f"catalog entry {name!r}: 'storage_options:' must be a mapping of fsspec options")
+    url = entry["url"]
+    check_path_text(url, f"catalog entry {name!r} url")
     if not _is_remote(url) and not url.startswith("file://") and not Path(url).expanduser().is_absolute():
         url = str((base / url).resolve())
     return {
@@ -58,6 +74,7 @@ def resolve_location(
 ) -> StoreLocation:
     """A catalog name, a local path or a URL, as a :class:`StoreLocation`."""
     entries = load_catalog(catalog)
+    check_path_text(name_or_url, "store")
     if name_or_url in entries:
         entry = entries[name_or_url]
         options = {**entry["storage_options"], **(storage_options or {})}

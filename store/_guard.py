@@ -37,7 +37,7 @@ def _entries(location: StoreLocation) -> list[str]:
         raise StoreLocationError(location._unreachable(error)) from error
 
 
-def _read_json(location: StoreLocation, key: str) -> dict[str, Any] | None:
+def _read_json(location: StoreLocation, key: str) -> Any:
     fs, path = location.filesystem()
     try:
         return json.loads(fs.cat_file(f"{path.rstrip('/')}/{key}"))
@@ -51,9 +51,11 @@ def is_our_store(location: StoreLocation, entries: list[str] | None = None) -> b
     if "zarr.json" not in entries or any(e not in OUR_ENTRIES and not _LEFTOVER.match(e) for e in entries):
         return False
     stats = _read_json(location, f"{STATS_GROUP}/zarr.json")
-    if stats is None:
-        return STATS_GROUP not in entries  # a root whose first group never landed
-    return stats.get("attributes", {}).get("format") == FORMAT_NAME
+    if isinstance(stats, dict):
+        return stats.get("attributes", {}).get("format") == FORMAT_NAME
+    root = _read_json(location, "zarr.json")
+    is_group = isinstance(root, dict) and root.get("zarr_format") == 3 and root.get("node_type") == "group"
+    return is_group and STATS_GROUP not in entries  # a root whose first group never landed
 
 
 def check_ours_or_empty(location: StoreLocation, action: str = "write a store into") -> None:

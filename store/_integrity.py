@@ -278,8 +278,30 @@ def _array_damage(fs: fsspec.AbstractFileSystem, root: str, name: str, document:
         batch = present[first:first + _BATCH]
         indexes = _read_indexes(fs, root, batch, sizes, layout)
         for shard, index in zip(batch, indexes):
-            found += _shard_damage(shard, sizes[f"{root}/{shard.key}"], index, layout, empty_written)
+            if _shard_damage(shard, sizes[f"{root}/{shard.key}"], index, layout, empty_written):
+                found += _confirmed(fs, root, shard, layout, empty_written)
     return found
+
+
+def _confirmed(fs: fsspec.AbstractFileSystem, root: str, shard: _Shard, layout: _ShardLayout,
+               empty_written: bool) -> list[Damage]:
+    """The damage seen again on a fresh read whose size did not change around the index read.
+
+    A live build rewrites a partly filled shard whole (atomically) at each commit: read between
+    the listing and the index read, the new object's tail looks like a broken index. Not damage.
+    """
+    path = f"{root}/{shard.key}"
+    for _ in range(_RECHECKS):
+        fs.invalidate_cache(path)
+        size = int(fs.size(path))
+        index = _read_indexes(fs, root, [shard], {path: size}, layout)[0]
+        fs.invalidate_cache(path)
+        if int(fs.size(path)) == size:
+            return _shard_damage(shard, size, index, layout, empty_written)
+    return []  # still being rewritten: a live build's shard, not a damaged one
+
+
+_RECHECKS = 3  # fresh reads of a shard that looked damaged, while it keeps changing
 
 
 def _committed_shards(name: str, layout: _ShardLayout, commits: _Commits) -> Iterator[_Shard]:

@@ -9,6 +9,8 @@ value the empty string.
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 from collections.abc import Iterable
 from typing import Any, NoReturn
@@ -24,19 +26,56 @@ class OneLineParser(argparse.ArgumentParser):
     """Bad arguments end in one ``error: ...`` line and exit code 2, in every entry point."""
 
     def error(self, message: str) -> NoReturn:
-        print(f"error: {message}; see --help", file=sys.stderr)
+        print(f"error: {one_line(message)}; see --help", file=sys.stderr)
         raise SystemExit(2)
 
 
-def parse_storage_option(item: str) -> tuple[str, Any]:
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other unprintable characters escaped as ``repr`` writes them.
+
+    argparse quotes some arguments raw ("unrecognized arguments: --\\r"), which would split the line.
+    """
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
+def check_path_text(text: str, what: str) -> None:
+    """Refuse a local path no file system call can take, naming ``what``, before pathlib raises far away.
+
+    That is a NUL byte or an unencodable character (ValueError), a name over the file
+    system's limit (ENAMETOOLONG), or ``~user`` of an unknown user (RuntimeError from
+    ``Path.expanduser``). URLs are left to their file system.
+    """
+    if "://" in text:
+        return
+    expanded = os.path.expanduser(text)
+    if text.startswith("~") and expanded == text:  # unchanged: no such user (or no home folder)
+        raise ConfigError(f"{what} {text!r} starts with the home folder of an unknown user; write the path out")
+    _check_stat(expanded, text, what)
+
+
+def _check_stat(path: str, text: str, what: str) -> None:
+    try:
+        os.stat(path)
+    except ValueError as error:
+        raise ConfigError(f"{what} {text!r} is not a usable path ({first_line(error)}); pass a plain path") from error
+    except OSError as error:  # a missing path is fine here: the caller decides whether it must exist
+        if error.errno == errno.ENAMETOOLONG:
+            raise ConfigError(f"{what} {text[:60]!r}... is too long a path for the file system; "
+                              "pass a shorter one") from error
+
+
+def parse_storage_option(item: Any) -> tuple[str, Any]:
     """One ``KEY=VALUE`` item as (key, typed value); raises ConfigError naming the item."""
-    key, separator, text = item.partition("=")
+    # a YAML list of storage options may hold numbers or mappings: those are not KEY=VALUE either
+    key, separator, text = item.partition("=") if isinstance(item, str) else ("", "", "")
     if not separator or not key.strip():
         raise ConfigError(f"storage option {item!r} is not KEY=VALUE; {_FIX}")
     try:
         value = yaml.safe_load(text) if text else ""
-    except yaml.YAMLError as error:
-        raise ConfigError(f"storage option {item!r}: its value is not valid YAML ({first_line(error)}); {_FIX}") from error
+    except (yaml.YAMLError, RecursionError) as error:  # RecursionError: brackets nested hundreds deep
+        raise ConfigError(
+            f"storage option {item!r}: its value is not valid YAML ({first_line(error)}); {_FIX}"
+        ) from error
     return key.strip(), value
 
 

@@ -15,7 +15,7 @@ from store._consolidated import consolidate, consolidate_if_stale
 from store._lease import LEASE_DIR, STRUCTURE_KEY, Lease, LeaseError, live_leases, slot_key
 from store._location import StoreLocation
 from store._schema import DIMS, EMPTY_CHUNKS_ATTR, STATS_GROUP, ModelSlot, StatsLayout, encoding, template
-from store.errors import StoreMismatchError
+from store.errors import StoreLocationError, StoreMismatchError, first_line
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,11 @@ def _open_group(location: StoreLocation) -> zarr.Group | None:
         group = root[STATS_GROUP]
     except (KeyError, FileNotFoundError, zarr.errors.GroupNotFoundError):
         return None
+    except (ValueError, TypeError) as error:  # a zarr.json that is not JSON, or not Zarr metadata
+        raise StoreLocationError(
+            f"store {location.display()!r} has damaged metadata ({first_line(error)}); "
+            "store.validate_store names what is damaged: restore it from a copy or choose another --store"
+        ) from error
     return group if isinstance(group, zarr.Group) else None
 
 

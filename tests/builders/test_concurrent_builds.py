@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-
 from conftest import BUCKET
+
 from store import LEASE_DIR, StoreLocation, live_leases, open_session, validate_store
 
 REPO = Path(__file__).resolve().parents[2]

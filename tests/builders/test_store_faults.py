@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import xarray as xr
 import zarr
 
 from store import StoreLocation, validate_store

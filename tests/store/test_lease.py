@@ -12,9 +12,18 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-
 from conftest import BUCKET
-from store import LEASE_DIR, Lease, LeaseError, LeaseRecord, StoreLocation, StoreLocationError, live_leases, slot_key
+
+from store import (
+    LEASE_DIR,
+    Lease,
+    LeaseError,
+    LeaseRecord,
+    StoreLocation,
+    StoreLocationError,
+    live_leases,
+    slot_key,
+)
 from store._lease import _LeaseFolder
 
 
