@@ -30,7 +30,15 @@ import xarray as xr
 from dask.base import tokenize
 
 from analysis._snapshot import SNAPSHOT_KEY, StoreSnapshot, coordinate_labels, dask_name, digest
-from store import CACHE_ENV, ConfigError, InputError, StoreLocationError, cache_root, consolidate
+from store import (
+    CACHE_ENV,
+    ConfigError,
+    InputError,
+    StoreLocationError,
+    cache_root,
+    consolidate,
+    structure_lease,
+)
 from store.errors import first_line
 
 CACHE_FORMAT = 2  # bump when the layout or meaning of a cached entry changes
@@ -180,9 +188,10 @@ def _write_store(dataset: xr.Dataset, computed: xr.Dataset) -> str:
     snapshot = _snapshot(dataset)
     if snapshot is None:  # require_store_cache refuses this before any work; kept for direct callers
         raise InputError("cache='store' needs a Dataset straight from open_store; use cache='local'")
-    with warnings.catch_warnings():
+    # the root's consolidated metadata is shared with builds: change it only under the store lease
+    with structure_lease(snapshot.location, "cache fits"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         computed.to_zarr(snapshot.location.zarr_store(), group=FITS_GROUP, mode="w", zarr_format=3,
                          consolidated=False)
-    consolidate(snapshot.location)
+        consolidate(snapshot.location)
     return _store_group(snapshot)

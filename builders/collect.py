@@ -33,6 +33,7 @@ from store import (
     ModelSlot,
     StatsLayout,
     StatsWriter,
+    StoredStats,
     StoreLocation,
     WriteSession,
     check_compatible,
@@ -40,9 +41,9 @@ from store import (
     check_ours_or_empty,
     finish,
     open_session,
-    remove_store,
     reporting_write_faults,
     slot_key,
+    stale_metadata,
 )
 from store.errors import ConfigError
 
@@ -98,6 +99,7 @@ class _Prepared:
     model: nn.Module
     modules: list[nn.Module]
     rows: Iterator[tuple[np.ndarray, np.ndarray]]
+    stored: StoredStats | None  # what the store held when checked (None: new or replaced)
 
 
 def _prepare(config: CollectConfig) -> _Prepared:
@@ -132,7 +134,7 @@ def _prepare(config: CollectConfig) -> _Prepared:
     provenance = model_provenance(source, config, model_config, hidden_size, dtype)
     slot = ModelSlot(source.label, np.asarray(layer_indices), channels, provenance)
     modules = models.collection_modules(model, layer_indices, n_layers)
-    return _Prepared(location, layout, slot, model, modules, rows)
+    return _Prepared(location, layout, slot, model, modules, rows, stored)
 
 
 def _check_yield(config: CollectConfig, tokenizer: Any, needed: int, label: str) -> None:
@@ -154,22 +156,35 @@ def run(config: CollectConfig) -> int:
     """Validate everything that can fail, then collect under the model slot's lease; returns the exit code."""
     prepared = _prepare(config)
     location, label = prepared.location, prepared.slot.label
+    if _complete(prepared):  # a finished build re-run: no lease, no write, not a byte changed
+        print(_nothing_to_do(label, location, prepared.stored.n_tokens if prepared.stored else 0))
+        return 0
     key = slot_key(STATS_GROUP, label)
     lease = Lease(location, key, f"collect model {label!r}")
     # the lease refuses a second build of this model; a full disk or a dead endpoint is one error line
     with reporting_write_faults(location), lease.acquire(interrupt=True):
-        if config.overwrite:
-            remove_store(location, key)
         attrs = store_attrs(config, prepared.layout.token_chunk)
-        session = open_session(location, prepared.layout, prepared.slot, attrs)
+        session = open_session(location, prepared.layout, prepared.slot, attrs,
+                               replace_for=key if config.overwrite else None)
         return _collect_into(config, prepared, session, lease)
+
+
+def _complete(prepared: _Prepared) -> bool:
+    stored = prepared.stored
+    if stored is None or stored.committed.get(prepared.slot.label, 0) < stored.n_tokens:
+        return False
+    return not stale_metadata(prepared.location)  # else finish() repairs it, under the lease
+
+
+def _nothing_to_do(label: str, location: StoreLocation, n_tokens: int) -> str:
+    return f"Nothing to do: model {label!r} is complete in {location.display()} ({n_tokens:,} tokens)."
 
 
 def _collect_into(config: CollectConfig, prepared: _Prepared, session: WriteSession, lease: Lease) -> int:
     layout, label, location = session.layout, prepared.slot.label, prepared.location
     if session.committed >= layout.n_tokens:
-        finish(location, session, layout.n_tokens)  # repairs a build killed while finishing
-        print(f"Nothing to do: model {label!r} is complete in {location.display()} ({layout.n_tokens:,} tokens).")
+        finish(location, session, layout.n_tokens, lease)  # repairs a build killed while finishing
+        print(_nothing_to_do(label, location, layout.n_tokens))
         return 0
     if session.committed:
         print(f"Resuming model {label!r} at token {session.committed:,} of {layout.n_tokens:,}.")
@@ -182,7 +197,7 @@ def _collect_into(config: CollectConfig, prepared: _Prepared, session: WriteSess
               desc=f"collect {label}", disable=not config.progress, smoothing=0.1) as progress:
         result = collect(models.decoder_body(prepared.model), capture, batches, writer,
                          models.input_device(prepared.model), progress)
-    finish(location, session, result.tokens_committed)  # refuses to cut another model's commits
+    finish(location, session, result.tokens_committed, lease)  # refuses to cut another model's commits
     print(_summary(location, label, session, result))
     return 0
 

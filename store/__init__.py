@@ -19,7 +19,6 @@ from store._stats_store import (
     check_compatible,
     finish,
     open_session,
-    remove_store,
     structure_lease,
 )
 from store._validate import validate_stats, validate_store
@@ -72,7 +71,6 @@ __all__ = [
     "load_catalog",
     "open_session",
     "parse_storage_options",
-    "remove_store",
     "reporting_write_faults",
     "resolve_location",
     "slot_key",

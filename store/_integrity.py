@@ -49,6 +49,7 @@ _REQUIRED = {
               "fill_value", "codecs"),
 }
 _BATCH = 1024  # shard indexes read at once: bounds memory on stores with many shards
+_RECHECKS = 3  # fresh reads of a shard that looked damaged, while it keeps changing
 
 
 @dataclass(frozen=True)
@@ -146,8 +147,8 @@ def check_intact(location: StoreLocation, label: str) -> None:
         shown = "; ".join(str(item) for item in found[:3])
         more = f" (and {len(found) - 3} more)" if len(found) > 3 else ""
         raise StoreMismatchError(
-            f"store {location.display()!r} is damaged: {shown}{more}; rebuild the damaged model with "
-            "--overwrite into a new store, or restore the store from a copy"
+            f"store {location.display()!r} is damaged: {shown}{more}; restore the store from a copy, "
+            "collect the model into a new --store, or rebuild this one with --overwrite"
         )
 
 
@@ -299,9 +300,6 @@ def _confirmed(fs: fsspec.AbstractFileSystem, root: str, shard: _Shard, layout: 
         if int(fs.size(path)) == size:
             return _shard_damage(shard, size, index, layout, empty_written)
     return []  # still being rewritten: a live build's shard, not a damaged one
-
-
-_RECHECKS = 3  # fresh reads of a shard that looked damaged, while it keeps changing
 
 
 def _committed_shards(name: str, layout: _ShardLayout, commits: _Commits) -> Iterator[_Shard]:

@@ -147,20 +147,28 @@ class StoreLocation:
         from store._guard import check_ours_or_empty  # the guard reads stores through this class
 
         check_ours_or_empty(self, "remove")
-        fs, path = self.filesystem()
-        if not self.is_remote:
-            if self.local_path.exists():
-                for entry in self.local_path.iterdir():
-                    if entry.name in keep:
-                        continue
-                    if entry.is_dir():
-                        shutil.rmtree(entry)
-                    else:
-                        entry.unlink()
-                if not any(self.local_path.iterdir()):
-                    self.local_path.rmdir()
+        if self.is_remote:
+            self._remove_remote(keep)
+        else:
+            self._remove_local(keep)
+
+    def _remove_local(self, keep: tuple[str, ...]) -> None:
+        if not self.local_path.exists():
             return
-        if fs.exists(path):
-            for entry in fs.ls(path, detail=False, refresh=True):
-                if str(entry).rstrip("/").rsplit("/", 1)[-1] not in keep:
-                    fs.rm(entry, recursive=True)
+        for entry in self.local_path.iterdir():
+            if entry.name in keep:
+                continue
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        if not any(self.local_path.iterdir()):
+            self.local_path.rmdir()
+
+    def _remove_remote(self, keep: tuple[str, ...]) -> None:
+        fs, path = self.filesystem()
+        if not fs.exists(path):
+            return
+        for entry in fs.ls(path, detail=False, refresh=True):
+            if str(entry).rstrip("/").rsplit("/", 1)[-1] not in keep:
+                fs.rm(entry, recursive=True)

@@ -17,6 +17,9 @@ from store._location import StoreLocation
 from store._schema import DIMS, EMPTY_CHUNKS_ATTR, STATS_GROUP, ModelSlot, StatsLayout, encoding, template
 from store.errors import StoreLocationError, StoreMismatchError, first_line
 
+# Metadata changes take seconds; waiting this long also outlasts a lease left by a build killed on another host.
+STRUCTURE_WAIT = 90.0
+
 
 @dataclass(frozen=True)
 class WriteSession:
@@ -96,51 +99,53 @@ def check_compatible(
     return _stored_stats(group)
 
 
-# Metadata changes take seconds; waiting this long also outlasts a lease left by a build killed on another host.
-STRUCTURE_WAIT = 90.0
-
-
 def structure_lease(location: StoreLocation, purpose: str) -> Lease:
     """The store-wide lease held around metadata changes (create, add a slot, resize, consolidate)."""
     return Lease(location, STRUCTURE_KEY, purpose).acquire(wait=STRUCTURE_WAIT)
 
 
-def remove_store(location: StoreLocation, own_key: str) -> None:
+def _remove_for_overwrite(location: StoreLocation, own_key: str) -> None:
     """Delete a store for ``--overwrite``, keeping the leases; refused while another build writes it."""
-    with structure_lease(location, "replace the store"):
-        writing = [lease for lease in live_leases(location, STATS_GROUP) if lease.key != own_key]
-        if writing:
-            raise LeaseError(
-                f"refusing to replace {location.display()!r}: it is being written by "
-                f"{writing[0].describe(time.time())}; wait for that build to end"
-            )
-        location.remove(keep=(LEASE_DIR,))
+    writing = [lease for lease in live_leases(location, STATS_GROUP) if lease.key != own_key]
+    if writing:
+        raise LeaseError(
+            f"refusing to replace {location.display()!r}: it is being written by "
+            f"{writing[0].describe(time.time())}; wait for that build to end or choose another --store"
+        )
+    location.remove(keep=(LEASE_DIR,))
 
 
 def open_session(
-    location: StoreLocation, layout: StatsLayout, slot: ModelSlot, attrs: dict[str, Any]
+    location: StoreLocation, layout: StatsLayout, slot: ModelSlot, attrs: dict[str, Any],
+    replace_for: str | None = None,
 ) -> WriteSession:
     """A session for ``slot``: new store, new model in an existing store, or a resume.
 
     Runs under the store's structure lease, so concurrent builds add their slots one by one.
+    ``replace_for`` (the caller's slot lease key) first removes the store, for ``--overwrite``,
+    in the same critical section: no other build can create a store in between.
     """
-    with structure_lease(location, f"open a slot for model {slot.label!r}"):
-        return _open_session(location, layout, slot, attrs)
+    with structure_lease(location, f"open a slot for model {slot.label!r}") as lease:
+        if replace_for is not None:
+            _remove_for_overwrite(location, replace_for)
+        return _open_session(location, layout, slot, attrs, lease)
 
 
 def _open_session(
-    location: StoreLocation, layout: StatsLayout, slot: ModelSlot, attrs: dict[str, Any]
+    location: StoreLocation, layout: StatsLayout, slot: ModelSlot, attrs: dict[str, Any], lease: Lease
 ) -> WriteSession:
     group = _open_group(location)
     if group is None or not _check_group(group, location, attrs["build_config"], slot.label,
                                          slot.provenance["config"]):
+        lease.ensure_held()
         return _create(location, layout, slot, attrs)
     stored_layout = _stored_layout(group, layout)
     labels = [str(label) for label in group["model"][:]]
     if slot.label in labels:
         index = labels.index(slot.label)
         return WriteSession(group, index, int(group["committed_tokens"][index]), stored_layout)
-    index = _add_model(group, labels, slot)
+    index = _add_model(group, labels, slot, lease)
+    lease.ensure_held()
     consolidate(location)
     return WriteSession(group, index, 0, stored_layout)
 
@@ -177,11 +182,12 @@ def _stored_layout(group: zarr.Group, requested: StatsLayout) -> StatsLayout:
     )
 
 
-def _add_model(group: zarr.Group, labels: list[str], slot: ModelSlot) -> int:
+def _add_model(group: zarr.Group, labels: list[str], slot: ModelSlot, lease: Lease) -> int:
     """Grow every model-indexed array by one slot; idempotent if interrupted and re-run."""
     index = labels.index("") if "" in labels else len(labels)
     n_models = index + 1
     for name in (*DIMS, "model"):
+        lease.ensure_held()  # a process paused past its lease must not change metadata another now owns
         array = group[name]
         if array.shape[0] < n_models:
             array.resize((n_models, *array.shape[1:]))
@@ -195,25 +201,31 @@ def _add_model(group: zarr.Group, labels: list[str], slot: ModelSlot) -> int:
     return index
 
 
-def finish(location: StoreLocation, session: WriteSession, n_tokens: int) -> None:
+def finish(location: StoreLocation, session: WriteSession, n_tokens: int,
+           writer_lease: Lease | None = None) -> None:
     """Shrink the token axis to ``n_tokens`` when the corpus ran out early, then consolidate.
 
     Idempotent, so re-running it repairs a build killed half-way through: arrays
     still longer than ``n_tokens`` are shrunk, stale consolidated metadata is
-    refreshed. It refuses to cut tokens another model has committed or is still writing.
+    refreshed. It refuses to cut tokens another model has committed or is still writing,
+    and does nothing once the build lost its ``writer_lease``.
     """
-    with structure_lease(location, "finish a build"):
-        _finish(location, session, n_tokens)
+    if writer_lease is not None:
+        writer_lease.ensure_held()
+    with structure_lease(location, "finish a build") as lease:
+        _finish(location, session, n_tokens, lease)
 
 
-def _finish(location: StoreLocation, session: WriteSession, n_tokens: int) -> None:
+def _finish(location: StoreLocation, session: WriteSession, n_tokens: int, lease: Lease) -> None:
     group = session.group
     if int(group["value"].shape[-1]) > n_tokens:
         _check_shrink(group, session.slot, n_tokens, location)
     for name, dims in DIMS.items():
+        lease.ensure_held()
         array = group[name]
         if "token" in dims and array.shape[dims.index("token")] > n_tokens:
             array.resize(tuple(n_tokens if d == "token" else s for d, s in zip(dims, array.shape)))
+    lease.ensure_held()
     consolidate_if_stale(location)
 
 
@@ -228,7 +240,7 @@ def _check_shrink(group: zarr.Group, slot: int, n_tokens: int, location: StoreLo
     label = str(group["model"][slot])
     writing = [lease for lease in live_leases(location, STATS_GROUP) if lease.key != slot_key(STATS_GROUP, label)]
     if writing:
-        raise StoreMismatchError(
+        raise LeaseError(
             f"store {location.display()!r}: model {label!r} ran out of text at {n_tokens:,} tokens, but "
             f"shrinking the token axis would cut the build of {writing[0].describe(time.time())}; "
             "rerun this command after that build ends"

@@ -334,7 +334,7 @@ def test_check_intact_names_the_damage_and_the_fix_for_the_damaged_model_only(st
         check_intact(location, "tiny-llama")
     message = str(raised.value)
     assert "'doc_index' of model 'tiny-llama' tokens 262144..524288: shard is missing" in message
-    fix = "rebuild the damaged model with --overwrite into a new store, or restore the store from a copy"
+    fix = "restore the store from a copy, collect the model into a new --store, or rebuild this one with --overwrite"
     assert fix in message
     assert location.display() in message
     check_intact(location, "half")  # its own committed tokens are intact

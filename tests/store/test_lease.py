@@ -24,7 +24,7 @@ from store import (
     live_leases,
     slot_key,
 )
-from store._lease import _LeaseFolder
+from store._lease_records import MACHINE, LeaseFolder
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -53,7 +53,8 @@ def test_a_held_lease_refuses_a_second_holder_by_name_and_leaves_nothing_when_re
         assert "choose another --store" in message
         with Lease(location, "stats/other", "another slot").acquire():  # other keys are independent
             pass
-    assert _lease_files(location) == []
+    assert live_leases(location, "stats") == []
+    assert len(_lease_files(location)) == 2  # one released record per key: generations only grow
     with Lease(location, "stats/m", "again").acquire():  # released: free to take
         pass
 
@@ -98,18 +99,16 @@ def _plant(location: StoreLocation, key: str, **fields: object) -> LeaseRecord:
     record = LeaseRecord(key=key, generation=1, owner="someone", host="elsewhere", pid=1, purpose="collect",
                          token="t", acquired=now, expires=now + 60)
     record = replace(record, **fields)
-    _LeaseFolder(location, key).create(record)
+    LeaseFolder(location, key).create(record)
     return record
 
 
 def test_a_lease_of_a_dead_process_on_this_host_is_taken_over_at_once(location: StoreLocation) -> None:
     finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                               text=True, check=True)
-    from store._lease import HOST
-
-    _plant(location, "stats/m", host=HOST, pid=int(finished.stdout))  # as kill -9 leaves it
+    _plant(location, "stats/m", machine=MACHINE, pid=int(finished.stdout))  # as kill -9 leaves it
     with Lease(location, "stats/m", "resume").acquire():
-        assert [record.generation for record in _LeaseFolder(location, "stats/m").records()] == [2]
+        assert LeaseFolder(location, "stats/m").generations() == [2]  # the dead one's record was replaced
 
 
 def test_a_live_lease_elsewhere_holds_until_it_expires(location: StoreLocation) -> None:
@@ -153,3 +152,31 @@ def test_an_unwritable_store_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(StoreLocationError, match="cannot take the write lease on .*store.zarr"):
         Lease(StoreLocation(str(blocker)), "store", "x").acquire()
     assert blocker.read_text() == "a file where the store should be"
+
+
+def test_a_contender_with_a_stale_read_never_displaces_the_holder(location: StoreLocation) -> None:
+    _plant(location, "k", expires=time.time() - 1)  # an expired generation 1
+    holder = Lease(location, "k", "the holder").acquire()
+    stale = Lease(location, "k", "stale")
+    real_generations = stale._folder.generations
+    reads = iter([[1]])  # its first listing predates the holder's generation 2
+    stale._folder.generations = lambda: next(reads, None) or real_generations()  # type: ignore[method-assign]
+    with pytest.raises(LeaseError, match="the holder"):
+        stale.acquire()
+    holder.ensure_held()
+    holder.release()
+    with Lease(location, "k", "after").acquire():  # generation numbers keep growing after a release
+        assert LeaseFolder(location, "k").generations() == [3]
+
+
+def test_a_create_that_landed_but_reported_a_conflict_is_recognised_as_ours(location: StoreLocation) -> None:
+    lease = Lease(location, "k", "retried PUT")
+    real_create = lease._folder.create
+
+    def landed_then_conflict(record: LeaseRecord) -> None:  # botocore retried a PUT that had succeeded
+        real_create(record)
+        raise FileExistsError("At least one of the pre-conditions you specified did not hold")
+
+    lease._folder.create = landed_then_conflict  # type: ignore[method-assign]
+    with lease.acquire():
+        lease.ensure_held()
