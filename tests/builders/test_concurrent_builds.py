@@ -21,7 +21,8 @@ import xarray as xr
 import zarr
 from conftest import BUCKET
 
-from store import LEASE_DIR, StoreLocation, live_leases, open_session, validate_store
+from store import StoreLocation, live_leases, open_session, slot_key, validate_store
+from store._lease_records import LeaseFolder
 
 REPO = Path(__file__).resolve().parents[2]
 Runner = Callable[..., tuple[int, str, str]]
@@ -117,16 +118,17 @@ def test_two_models_built_at_once_both_land_whole(
     assert while_adding[:1] == [True], "the first build had ended before the second added its slot"
 
 
-def test_kill_9_leaves_a_lease_that_the_rerun_takes_over(tiny_model: Callable[[str], Path], collect_cli: Runner,
-                                                         tmp_path: Path) -> None:
-    location = StoreLocation(str(tmp_path / "killed.zarr"))
-    args = _args(tiny_model("llama"), "m", ["--store", location.url])
+def test_kill_9_leaves_a_lease_that_the_rerun_takes_over(
+        tiny_model: Callable[[str], Path], collect_cli: Runner, target: tuple[StoreLocation, list[str]]) -> None:
+    location, store_args = target
+    args = _args(tiny_model("llama"), "m", store_args)
     process = _spawn(args)
     _wait_until_writing(process, location, "m")
     process.send_signal(signal.SIGKILL)
     process.wait()
-    left = live_leases(location, "stats")
-    assert [lease.pid for lease in left] == [] and (location.local_path / LEASE_DIR / "stats").is_dir()
+    left = LeaseFolder(location, slot_key("stats", "m")).newest()[1]
+    assert left is not None and left.pid == process.pid and left.expires > time.time()  # unexpired record
+    assert live_leases(location, "stats") == []  # yet its process is dead on this machine: it holds nothing
     killed_at = _committed(location, "m")
     code, out, err = collect_cli(*args)
     assert code == 0, err
