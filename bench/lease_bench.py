@@ -25,8 +25,18 @@ from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import numpy as np
+from _moto import moto_bucket
 
-from store import Lease, ModelSlot, StatsBlock, StatsLayout, StatsWriter, StoreLocation, open_session, slot_key
+from store import (
+    Lease,
+    ModelSlot,
+    StatsBlock,
+    StatsLayout,
+    StatsWriter,
+    StoreLocation,
+    open_session,
+    slot_key,
+)
 
 TOKEN_CHUNK = 1024
 
@@ -93,20 +103,8 @@ def _backend(name: str) -> Iterator[Callable[[], StoreLocation]]:
         with tempfile.TemporaryDirectory() as folder:
             yield lambda: StoreLocation(os.path.join(folder, f"{uuid.uuid4().hex}.zarr"))
         return
-    from moto.server import ThreadedMotoServer
-
-    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    options = {"endpoint_url": f"http://{host}:{port}", "key": "bench", "secret": "bench"}
-    import boto3
-
-    boto3.client("s3", endpoint_url=options["endpoint_url"], region_name="us-east-1").create_bucket(Bucket="bench")
-    try:
+    with moto_bucket("bench") as options:
         yield lambda: StoreLocation(f"s3://bench/{uuid.uuid4().hex}.zarr", options)
-    finally:
-        server.stop()
 
 
 def _measure(name: str, rounds: int, commits: int) -> None:

@@ -29,6 +29,7 @@ from typing import Any
 from unittest import mock
 
 import zarr.storage
+from _moto import moto_bucket
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
@@ -89,20 +90,8 @@ def _backend(name: str, folder: str) -> Iterator[tuple[str, dict[str, Any]]]:
     if name == "local":
         yield os.path.join(folder, "amplification.zarr"), {}
         return
-    from moto.server import ThreadedMotoServer
-
-    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    options = {"endpoint_url": f"http://{host}:{port}", "key": "bench", "secret": "bench"}
-    import boto3
-
-    boto3.client("s3", endpoint_url=options["endpoint_url"], region_name="us-east-1").create_bucket(Bucket="bench")
-    try:
+    with moto_bucket("bench") as options:
         yield f"s3://bench/{uuid.uuid4().hex}.zarr", options
-    finally:
-        server.stop()
 
 
 def main() -> None:
