@@ -78,6 +78,7 @@ class Lease:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._previous_handler: Any = _NOT_INSTALLED
+        self._renewal_error: Exception | None = None  # the last failed renewal's, named when the build stops
 
     # -- acquiring -------------------------------------------------------------------------------
 
@@ -177,8 +178,8 @@ class Lease:
         while not self._stop.wait(self.ttl / 4):
             try:
                 self.renew()
-            except Exception:  # noqa: BLE001, S112 - unreachable store: the watchdog stops the build in time
-                continue
+            except Exception as error:  # noqa: BLE001 - unreachable store: the watchdog stops the build in time
+                self._renewal_error = error
 
     def _watch_until_stopped(self) -> None:
         """Signal the main thread once this build may no longer write (a renewal may itself be stuck)."""
@@ -221,9 +222,10 @@ class Lease:
         if time.monotonic() > self._valid_until:
             endpoint = self.location.storage_options.get("endpoint_url")
             shown = f" (endpoint {endpoint!r})" if endpoint else ""
+            last = f": {first_line(self._renewal_error)}" if self._renewal_error is not None else ""
             raise LeaseError(f"store {where!r}{shown} did not answer for {self.ttl * SAFE_FRACTION:.0f} s "
-                             "(the write lease could not be renewed); every committed token is kept: check "
-                             "the endpoint or the disk, then rerun the same command to resume")
+                             f"(the write lease could not be renewed{last}); every committed token is kept: "
+                             "check the endpoint or the disk, then rerun the same command to resume")
 
     # -- releasing -------------------------------------------------------------------------------
 

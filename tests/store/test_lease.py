@@ -180,3 +180,16 @@ def test_a_create_that_landed_but_reported_a_conflict_is_recognised_as_ours(loca
     lease._folder.create = landed_then_conflict  # type: ignore[method-assign]
     with lease.acquire():
         lease.ensure_held()
+
+
+def test_a_failing_renewal_is_named_when_the_build_stops(location: StoreLocation) -> None:
+    lease = Lease(location, "stats/m", "renewing", ttl=1.0).acquire()
+
+    def unreachable(record: LeaseRecord) -> None:
+        raise ConnectionError("endpoint http://127.0.0.1:9 refused the connection")
+
+    lease._folder.overwrite = unreachable  # type: ignore[method-assign]
+    time.sleep(1.2)
+    with pytest.raises(LeaseError, match="could not be renewed: endpoint http://127.0.0.1:9 refused"):
+        lease.ensure_held()
+    lease.release()
