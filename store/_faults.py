@@ -9,6 +9,7 @@ so the message says so and tells the user to rerun the same command.
 from __future__ import annotations
 
 import errno
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -16,8 +17,9 @@ from store._location import StoreLocation
 from store.errors import InputError, StoreLocationError, first_line
 
 
+@functools.cache
 def transport_errors() -> tuple[type[BaseException], ...]:
-    """Exception types that mean the storage failed, not the program."""
+    """Exception types that mean the storage failed, not the program (looked up once)."""
     errors: list[type[BaseException]] = [OSError]
     try:
         from botocore.exceptions import BotoCoreError
@@ -45,10 +47,8 @@ def _remedy(location: StoreLocation, error: BaseException) -> str:
 
 def write_fault(location: StoreLocation, error: BaseException) -> StoreLocationError:
     """The one-line error for a storage failure while a build writes ``location``."""
-    endpoint = location.storage_options.get("endpoint_url")
-    where = f" (endpoint {endpoint!r})" if endpoint else ""
     return StoreLocationError(
-        f"writing store {location.display()!r}{where} failed: {first_line(error)}; every committed token "
+        f"writing store {location.display()!r}{location.endpoint_note()} failed: {first_line(error)}; every committed token "
         f"is kept: {_remedy(location, error)}, then rerun the same command to resume"
     )
 

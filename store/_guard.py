@@ -14,7 +14,7 @@ import re
 from typing import Any
 
 from store._lease import LEASE_DIR
-from store._location import StoreLocation
+from store._location import StoreLocation, entry_name
 from store._schema import FORMAT_NAME, STATS_GROUP
 from store.errors import StoreLocationError
 
@@ -30,9 +30,9 @@ def _entries(location: StoreLocation) -> list[str]:
     try:
         if not fs.exists(path):
             return []
-        return sorted(str(name).rstrip("/").rsplit("/", 1)[-1] for name in fs.ls(path, detail=False))
+        return sorted(entry_name(name) for name in fs.ls(path, detail=False))
     except NotADirectoryError:
-        return [path.rsplit("/", 1)[-1]]
+        return [entry_name(path)]
     except Exception as error:  # noqa: BLE001 - any transport failure means unreachable
         raise StoreLocationError(location._unreachable(error)) from error
 

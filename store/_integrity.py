@@ -12,10 +12,9 @@ It mirrors zarr-python 3.1 (``zarr/codecs/sharding.py``): ``ShardingCodec`` (``i
 (an array of chunks_per_shard x (offset, nbytes) uint64 in C order, (2**64-1, 2**64-1) marking
 an empty inner chunk), ``_shard_index_size`` (16 bytes per inner chunk + 4 for the crc32c),
 ``_ShardReader.from_bytes`` (the index is the first or last bytes of the object) and
-``_encode_shard_dict`` (offsets count from the object's start, including a leading index);
-``zarr/codecs/crc32c_.py`` (crc32c of the index bytes, appended as 4 little-endian bytes) and
-``zarr/core/chunk_key_encodings.py`` (``default``: "c" + separator-joined coordinates, "/" by
-default; ``v2``: coordinates joined by "." by default).
+``_encode_shard_dict`` (offsets count from the object's start, including a leading index) and
+``zarr/codecs/crc32c_.py`` (crc32c of the index bytes, appended as 4 little-endian bytes).
+Shard keys come from zarr's own chunk key encoding.
 
 Which absences are damage: a store whose ``stats`` group has ``empty_chunks_written: true``
 was written with ``write_empty_chunks`` on, so every inner chunk of a committed region is
@@ -36,6 +35,7 @@ import fsspec
 import google_crc32c
 import numpy as np
 import zarr
+from zarr.core.chunk_key_encodings import ChunkKeyEncoding, parse_chunk_key_encoding
 
 from store._location import StoreLocation
 from store._schema import DIMS, EMPTY_CHUNKS_ATTR, STATS_GROUP, STREAMED
@@ -86,8 +86,7 @@ class _ShardLayout:
     index_at_start: bool
     index_dtype: str  # "<u8" or ">u8": the endian of the index's bytes codec
     checksummed: bool
-    key_prefix: str
-    separator: str
+    key_encoding: ChunkKeyEncoding
 
     @property
     def index_size(self) -> int:
@@ -98,7 +97,7 @@ class _ShardLayout:
         return self.shard_shape[self.token_axis] // self.chunks_per_shard[self.token_axis]
 
     def key(self, coords: tuple[int, ...]) -> str:
-        return self.key_prefix + self.separator.join(str(c) for c in coords)
+        return self.key_encoding.encode_chunk_key(coords)
 
 
 @dataclass(frozen=True)
@@ -226,12 +225,11 @@ def _shard_layout(document: dict[str, Any], token_axis: int) -> _ShardLayout | N
     if len(inner) != len(shard_shape) or any(s % c for s, c in zip(shard_shape, inner)):
         raise ValueError(f"inner chunks {inner} do not tile shards {shard_shape}")
     dtype, checksummed = _index_codecs(config.get("index_codecs"))
-    prefix, separator = _chunk_key_encoding(document["chunk_key_encoding"])
     return _ShardLayout(
         shape=tuple(int(s) for s in document["shape"]), shard_shape=shard_shape,
         chunks_per_shard=tuple(s // c for s, c in zip(shard_shape, inner)), token_axis=token_axis,
         index_at_start=config.get("index_location", "end") == "start", index_dtype=dtype,
-        checksummed=checksummed, key_prefix=prefix, separator=separator,
+        checksummed=checksummed, key_encoding=parse_chunk_key_encoding(document["chunk_key_encoding"]),
     )
 
 
@@ -244,18 +242,6 @@ def _index_codecs(codecs: list[dict[str, Any]] | None) -> tuple[str, bool]:
         raise ValueError(f"shard index codecs {names} are not bytes (+ crc32c)")
     endian = codecs[0].get("configuration", {}).get("endian", "little")
     return ("<u8" if endian == "little" else ">u8"), names[-1] == "crc32c"
-
-
-def _chunk_key_encoding(encoding: dict[str, Any] | str) -> tuple[str, str]:
-    """(key prefix, separator) of zarr's "default" and "v2" chunk key encodings."""
-    name = encoding if isinstance(encoding, str) else encoding.get("name")
-    config = {} if isinstance(encoding, str) else encoding.get("configuration") or {}
-    if name == "default":
-        separator = config.get("separator", "/")
-        return "c" + separator, separator
-    if name == "v2":
-        return "", config.get("separator", ".")
-    raise ValueError(f"unknown chunk key encoding {name!r}")
 
 
 # ---- shards --------------------------------------------------------------------------------------

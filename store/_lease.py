@@ -33,7 +33,7 @@ from typing import Any, Self
 
 from store._faults import transport_errors
 from store._lease_records import HOST, LEASE_DIR, MACHINE, LeaseFolder, LeaseRecord
-from store._location import StoreLocation
+from store._location import StoreLocation, entry_name
 from store.errors import InputError, StoreLocationError, first_line
 
 STRUCTURE_KEY = "store"
@@ -220,10 +220,8 @@ class Lease:
         if self._record is None:
             raise LeaseError(f"this build does not hold the write lease on {where!r} (it was released)")
         if time.monotonic() > self._valid_until:
-            endpoint = self.location.storage_options.get("endpoint_url")
-            shown = f" (endpoint {endpoint!r})" if endpoint else ""
             last = f": {first_line(self._renewal_error)}" if self._renewal_error is not None else ""
-            raise LeaseError(f"store {where!r}{shown} did not answer for {self.ttl * SAFE_FRACTION:.0f} s "
+            raise LeaseError(f"store {where!r}{self.location.endpoint_note()} did not answer for {self.ttl * SAFE_FRACTION:.0f} s "
                              f"(the write lease could not be renewed{last}); every committed token is kept: "
                              "check the endpoint or the disk, then rerun the same command to resume")
 
@@ -275,6 +273,6 @@ def live_leases(location: StoreLocation, prefix: str) -> list[LeaseRecord]:
     except FileNotFoundError:
         return []
     now = time.time()
-    newest = (LeaseFolder(location, f"{prefix}/{str(path).rstrip('/').rsplit('/', 1)[-1]}").newest()[1]
+    newest = (LeaseFolder(location, f"{prefix}/{entry_name(path)}").newest()[1]
               for path in keys)
     return [record for record in newest if record is not None and record.holds(now)]

@@ -13,9 +13,10 @@ import os
 import re
 import socket
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 
-from store._location import StoreLocation
+from store._location import StoreLocation, entry_name
 
 LEASE_DIR = "_leases"
 HOST = socket.gethostname()
@@ -102,7 +103,7 @@ class LeaseFolder:
             names = self.fs.ls(self.path, detail=False, refresh=True)
         except FileNotFoundError:
             return []
-        found = (_GENERATION_FILE.match(str(name).rstrip("/").rsplit("/", 1)[-1]) for name in names)
+        found = (_GENERATION_FILE.match(entry_name(name)) for name in names)
         return sorted(int(match.group(1)) for match in found if match)
 
     def read(self, generation: int) -> LeaseRecord | None:
@@ -123,7 +124,8 @@ class LeaseFolder:
         """Write ``record`` only if its generation does not exist yet (FileExistsError otherwise)."""
         target = self.file(record.generation)
         if self.is_local:
-            self._link_new(target, record.to_bytes())
+            os.makedirs(self.path, exist_ok=True)
+            _publish_local(target, record.to_bytes(), os.link)  # link fails if the target exists
             return
         try:
             self.fs.pipe_file(target, record.to_bytes(), mode="create")
@@ -132,33 +134,30 @@ class LeaseFolder:
                 raise FileExistsError(str(error)) from error
             raise
 
-    def _link_new(self, target: str, data: bytes) -> None:
-        os.makedirs(self.path, exist_ok=True)
-        temporary = f"{target}.{uuid.uuid4().hex}.partial"
-        try:
-            with open(temporary, "wb") as handle:
-                handle.write(data)
-            os.link(temporary, target)  # fails if the target exists
-        finally:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
-
     def overwrite(self, record: LeaseRecord) -> None:
         target = self.file(record.generation)
-        if not self.is_local:
+        if self.is_local:
+            _publish_local(target, record.to_bytes(), os.replace)
+        else:
             self.fs.pipe_file(target, record.to_bytes())
-            return
-        temporary = f"{target}.{uuid.uuid4().hex}.partial"
-        try:
-            with open(temporary, "wb") as handle:
-                handle.write(record.to_bytes())
-            os.replace(temporary, target)
-        finally:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
 
     def delete(self, generation: int) -> None:
         try:
             self.fs.rm_file(self.file(generation))
         except FileNotFoundError:
             return
+
+
+def _publish_local(target: str, data: bytes, publish: Callable[[str, str], None]) -> None:
+    """Write a temporary file in full, then ``publish`` it (link: create-if-absent; replace: overwrite).
+
+    Readers never see half a record; the temporary file never outlives the call.
+    """
+    temporary = f"{target}.{uuid.uuid4().hex}.partial"
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+        publish(temporary, target)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)

@@ -28,6 +28,11 @@ def _is_remote(url: str) -> bool:
     return "://" in url and not url.startswith("file://")
 
 
+def entry_name(path: object) -> str:
+    """The last component of a listed path: fsspec lists folders and S3 prefixes with or without '/'."""
+    return str(path).rstrip("/").rsplit("/", 1)[-1]
+
+
 def _bound_retries(fs: fsspec.AbstractFileSystem) -> None:
     """s3fs has no option for its own retry loop (5 tries by default): set it on the instance."""
     if hasattr(fs, "retries") and "s3" in fs.protocol:
@@ -130,11 +135,14 @@ class StoreLocation:
                 "choose a writable --store path"
             )
 
-    def _unreachable(self, error: Exception) -> str:
+    def endpoint_note(self) -> str:
+        """`` (endpoint '...')`` for messages about a store behind a custom endpoint, else ``""``."""
         endpoint = self.storage_options.get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL")
-        where = f" (endpoint {endpoint!r})" if endpoint else ""
+        return f" (endpoint {endpoint!r})" if endpoint else ""
+
+    def _unreachable(self, error: Exception) -> str:
         return (
-            f"cannot reach store {self.display()!r}{where}: {first_line(error)}; "
+            f"cannot reach store {self.display()!r}{self.endpoint_note()}: {first_line(error)}; "
             "check the URL, the endpoint and your credentials"
         )
 
@@ -170,5 +178,5 @@ class StoreLocation:
         if not fs.exists(path):
             return
         for entry in fs.ls(path, detail=False, refresh=True):
-            if str(entry).rstrip("/").rsplit("/", 1)[-1] not in keep:
+            if entry_name(entry) not in keep:
                 fs.rm(entry, recursive=True)

@@ -12,7 +12,7 @@ import numpy as np
 import zarr
 
 from store._consolidated import consolidate, consolidate_if_stale
-from store._lease import LEASE_DIR, STRUCTURE_KEY, Lease, LeaseError, live_leases, slot_key
+from store._lease import LEASE_DIR, STRUCTURE_KEY, Lease, LeaseError, LeaseRecord, live_leases, slot_key
 from store._location import StoreLocation
 from store._schema import DIMS, EMPTY_CHUNKS_ATTR, STATS_GROUP, ModelSlot, StatsLayout, encoding, template
 from store.errors import StoreLocationError, StoreMismatchError, first_line
@@ -104,9 +104,14 @@ def structure_lease(location: StoreLocation, purpose: str) -> Lease:
     return Lease(location, STRUCTURE_KEY, purpose).acquire(wait=STRUCTURE_WAIT)
 
 
+def _other_writers(location: StoreLocation, own_key: str) -> list[LeaseRecord]:
+    """Live slot leases of builds other than the one holding ``own_key``."""
+    return [lease for lease in live_leases(location, STATS_GROUP) if lease.key != own_key]
+
+
 def _remove_for_overwrite(location: StoreLocation, own_key: str) -> None:
     """Delete a store for ``--overwrite``, keeping the leases; refused while another build writes it."""
-    writing = [lease for lease in live_leases(location, STATS_GROUP) if lease.key != own_key]
+    writing = _other_writers(location, own_key)
     if writing:
         raise LeaseError(
             f"refusing to replace {location.display()!r}: it is being written by "
@@ -238,7 +243,7 @@ def _check_shrink(group: zarr.Group, slot: int, n_tokens: int, location: StoreLo
             f"another model committed ({max(others):,}); collect this model into another --store"
         )
     label = str(group["model"][slot])
-    writing = [lease for lease in live_leases(location, STATS_GROUP) if lease.key != slot_key(STATS_GROUP, label)]
+    writing = _other_writers(location, slot_key(STATS_GROUP, label))
     if writing:
         raise LeaseError(
             f"store {location.display()!r}: model {label!r} ran out of text at {n_tokens:,} tokens, but "
