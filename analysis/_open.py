@@ -6,11 +6,12 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import xarray as xr
 from zarr.errors import GroupNotFoundError
 
 from analysis._snapshot import SNAPSHOT_KEY, dask_token, store_identity, take_snapshot
-from store import STATS_GROUP, StoreLocation, StoreLocationError, resolve_location
+from store import STATS_GROUP, UNIT_COMMITTED, StoreLocation, StoreLocationError, resolve_location
 from store.errors import first_line
 
 # What zarr and xarray raise for metadata that is not a Zarr v3 group of ours: undecodable or
@@ -28,8 +29,9 @@ def open_store(
     """The ``stats`` group as a dask-backed Dataset, trimmed to committed tokens.
 
     Dask chunks follow the Zarr shards (at least 1 MiB per series), so one task
-    reads one shard. Tokens past the smallest ``committed_tokens`` (a build still
-    running or interrupted) are left out, so analyses only see finished work.
+    reads one shard. Tokens past the smallest ``committed_tokens`` (the committed
+    prefix of a build still running or interrupted) are left out, so analyses only
+    see finished work; a warning names the units not committed yet.
     Dask names are derived from the store's identity and committed state (see
     ``analysis._snapshot``): the same store state gives the same names in every
     process, and any change of the store gives new ones.
@@ -44,10 +46,43 @@ def open_store(
                            token=dask_token(identity))
     committed = int(opened["committed_tokens"].values.min()) if opened.sizes["model"] else 0
     if committed < dataset.sizes["token"]:
+        _warn_uncommitted(opened, location, committed)
         dataset = dataset.isel(token=slice(0, committed))
     dataset.attrs["source"] = location.display()
     dataset.encoding[SNAPSHOT_KEY] = take_snapshot(location, group, identity, dataset)  # for the fits cache
     return dataset
+
+
+def _warn_uncommitted(opened: xr.Dataset, location: StoreLocation, committed: int) -> None:
+    """Name the work units a build has not committed yet (format 2 marks each unit)."""
+    missing = uncommitted_units(opened)
+    if not missing:
+        return
+    named = "; ".join(f"model {label!r} units {_ranges(units)}" for label, units in missing.items())
+    warnings.warn(f"store {location.display()!r}: showing tokens 0..{committed:,}, where every model's units "
+                  f"are committed; not committed yet: {named} (a build is running or was interrupted: "
+                  "rerun it to finish)", UserWarning, stacklevel=3)
+
+
+def uncommitted_units(opened: xr.Dataset) -> dict[str, list[int]]:
+    """Model label -> the numbers of its units not committed (empty for format-1 stores)."""
+    if "unit_state" not in opened:
+        return {}
+    states = opened["unit_state"].values
+    labels = [str(label) for label in opened["model"].values]
+    found = {label: np.flatnonzero(row != UNIT_COMMITTED).tolist() for label, row in zip(labels, states)}
+    return {label: units for label, units in found.items() if units}
+
+
+def _ranges(numbers: list[int]) -> str:
+    """[0, 1, 2, 5] -> '0-2, 5'."""
+    runs: list[list[int]] = []
+    for number in numbers:
+        if runs and number == runs[-1][-1] + 1:
+            runs[-1].append(number)
+        else:
+            runs.append([number])
+    return ", ".join(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]) for run in runs)
 
 
 def _open_group(location: StoreLocation, group: str) -> xr.Dataset:

@@ -54,6 +54,13 @@ def parse_int(value: Any) -> int:
     return int(value)
 
 
+def parse_float(value: Any) -> float:
+    """A number; a bare yes/no in YAML is a mistake, not 1.0 or 0.0."""
+    if isinstance(value, bool):
+        raise ConfigError(f"expected a number, got {value!r}")
+    return float(value)
+
+
 def parse_text(value: Any) -> str:
     """A YAML scalar as text; an empty key (None), a list, a mapping or a bare yes/no is a mistake."""
     if value is None or isinstance(value, (bool, list, dict)):
@@ -79,6 +86,8 @@ def _converter(annotation: Any) -> Any:
         return parse_bool
     if annotation is int:
         return parse_int
+    if annotation is float:
+        return parse_float
     if annotation is str:
         return parse_text
     if origin is list:
@@ -108,20 +117,38 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type, prefix: str) -> None
         annotation = hints[field.name]
         if dataclasses.is_dataclass(annotation):
             group = parser.add_argument_group(f"{field.name} options")
+            _add_section_flag(group, annotation, f"{prefix}{field.name}")
             _add_fields(group, annotation, f"{prefix}{field.name}.")  # type: ignore[arg-type]
             continue
         _add_field(parser, f"{prefix}{field.name}", annotation, docs.get(field.name, ""), getattr(defaults, field.name))
 
 
+def _add_section_flag(parser: Any, cls: type, dotted: str) -> None:
+    """``--cluster ADDRESS`` for a section whose class names a FLAG_FIELD (its main setting)."""
+    name = getattr(cls, "FLAG_FIELD", None)
+    if name is None:
+        return
+    doc = field_docs(cls).get(name, "")
+    parser.add_argument(*_spellings(dotted), dest=f"{dotted}.{name}", metavar=name.upper(),
+                        help=f"{doc} (same as --{dotted}.{name})".replace("%", "%%"))
+
+
+def _spellings(dest: str) -> list[str]:
+    """The flag as written (underscores) and its hyphenated alias."""
+    hyphenated = dest.replace("_", "-")
+    return [f"--{dest}"] + ([f"--{hyphenated}"] if hyphenated != dest else [])
+
+
 def _add_field(parser: Any, dest: str, annotation: Any, doc: str, default: Any) -> None:
     shown = ",".join(map(str, default)) if isinstance(default, list) else default
     help_text = f"{doc} (default: {shown!r})".replace("%", "%%")
+    flags = _spellings(dest)
     if annotation is bool:
-        parser.add_argument(f"--{dest}", dest=dest, nargs="?", const="true", metavar="BOOL", help=help_text)
+        parser.add_argument(*flags, dest=dest, nargs="?", const="true", metavar="BOOL", help=help_text)
     elif typing.get_origin(annotation) is dict:
-        parser.add_argument(f"--{dest}", dest=dest, action="append", metavar="KEY=VALUE", help=help_text)
+        parser.add_argument(*flags, dest=dest, action="append", metavar="KEY=VALUE", help=help_text)
     else:
-        parser.add_argument(f"--{dest}", dest=dest, metavar=dest.split(".")[-1].upper(), help=help_text)
+        parser.add_argument(*flags, dest=dest, metavar=dest.split(".")[-1].upper(), help=help_text)
 
 
 def _nest(flat: dict[str, Any]) -> dict[str, Any]:
@@ -179,6 +206,18 @@ def _read_yaml(path: Path) -> Any:
         ) from error
 
 
+def expand_sections(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """``cluster: local:2`` in a file means ``cluster: {address: local:2}`` (a section's FLAG_FIELD)."""
+    hints = typing.get_type_hints(cls)
+    expanded = dict(values)
+    for name, value in values.items():
+        section = hints.get(name) if isinstance(name, str) else None
+        flag_field = getattr(section, "FLAG_FIELD", None) if dataclasses.is_dataclass(section) else None
+        if flag_field is not None and value not in (None, "") and not isinstance(value, (dict, list, bool)):
+            expanded[name] = {flag_field: value}
+    return expanded
+
+
 def from_dict(cls: type[Config], values: dict[str, Any], prefix: str = "") -> Config:
     """Build (and so validate) a config dataclass; unknown keys are errors."""
     hints = typing.get_type_hints(cls)
@@ -233,6 +272,6 @@ def parse_config(cls: type[Config], argv: list[str] | None, prog: str, descripti
     """Defaults, then the ``--config`` YAML, then the flags; validated by the dataclasses."""
     namespace = vars(build_parser(cls, prog, description).parse_args(argv))
     config_path = namespace.pop("config", None)
-    from_file = load_yaml(config_path) if config_path else {}
+    from_file = expand_sections(cls, load_yaml(config_path) if config_path else {})
     check_file(cls, from_file)
     return from_dict(cls, _merge(from_file, _nest(namespace)))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from builders._metrics import CHANNEL_METRIC, METRICS
 from store._options import check_path_text
@@ -19,6 +19,8 @@ NAMED_LAYERS = ("embed", "middle", "pre_last")
 _LAYER_N = re.compile(r"^layer_(\d+)$")
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_LOCAL_CLUSTER = re.compile(r"^local:(\d+)$")
+_SCHEDULER = re.compile(r"^([a-z][a-z0-9+.-]*://[^\s/]+|[^\s:/]+:\d+)(/\S*)?$", re.ASCII)  # tcp://host:8786, host:8786
 
 
 def _positive(name: str, value: int) -> None:
@@ -124,7 +126,10 @@ class StatsConfig:
     """Seed of the channel sample (the same channels for every token)."""
 
     commit_tokens: int = 16384
-    """Tokens per commit (rounded up to whole rows): a kill loses at most this much work."""
+    """Tokens per inner chunk (rounded up to whole rows): the smallest piece a reader fetches. Builds commit whole shards (work units) and checkpoint every --commit_seconds."""
+
+    shard_tokens: int = 0
+    """Tokens per shard, which is also the work unit a build commits and a cluster worker computes (rounded up to whole inner chunks); 0: at least 1 MiB of float32 per series (262,144 tokens). Smaller shards give a cluster more units to share, at the cost of more objects."""
 
     def __post_init__(self) -> None:
         self.layers = [normalise_layer(layer) for layer in self.layers]
@@ -140,6 +145,8 @@ class StatsConfig:
             raise ConfigError("stats.metrics is empty; pass e.g. --stats.metrics rms,kurtosis")
         _positive("stats.channels", self.channels)
         _positive("stats.commit_tokens", self.commit_tokens)
+        if self.shard_tokens:
+            _positive("stats.shard_tokens", self.shard_tokens)
 
     @property
     def scalar_metrics(self) -> list[str]:
@@ -153,7 +160,7 @@ class StatsConfig:
 def normalise_layer(layer: str | int) -> str:
     """``3`` or ``"3"`` -> ``"layer_3"``; named points pass through; anything else is an error."""
     text = str(layer).strip()
-    if text.lstrip("-").isdigit():
+    if re.fullmatch(r"-?[0-9]+", text):  # not str.isdigit: it accepts "¹", which int() refuses
         text = f"layer_{int(text)}"
     if text in NAMED_LAYERS or _LAYER_N.match(text):
         return text
@@ -163,10 +170,38 @@ def normalise_layer(layer: str | int) -> str:
 
 
 @dataclass
+class ClusterConfig:
+    FLAG_FIELD: ClassVar[str] = "address"  # --cluster ADDRESS sets it; the other fields are --cluster.NAME
+
+    address: str = ""
+    """Run on dask.distributed: a scheduler address (tcp://host:8786), or local:N to start N worker processes here (one per GPU with dask-cuda installed); empty: in this process."""
+
+    threads_per_worker: int = 1
+    """Threads (and torch threads) per worker started by local:N."""
+
+    def __post_init__(self) -> None:
+        _positive("cluster.threads_per_worker", self.threads_per_worker)
+        check_path_text(self.address, "cluster")
+        local = _LOCAL_CLUSTER.match(self.address)
+        if self.address.startswith("local") and (local is None or int(local.group(1)) < 1):
+            raise ConfigError(f"cluster {self.address!r} is not local:N with N >= 1 workers; pass e.g. --cluster local:2")
+        if self.address and local is None and not _SCHEDULER.match(self.address):
+            raise ConfigError(f"cluster {self.address!r} is not a scheduler address; pass e.g. "
+                              "--cluster tcp://host:8786, or --cluster local:2 for worker processes here")
+
+    @property
+    def local_workers(self) -> int:
+        """N of local:N, or 0 for a scheduler address."""
+        local = _LOCAL_CLUSTER.match(self.address)
+        return int(local.group(1)) if local else 0
+
+
+@dataclass
 class CollectConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     stats: StatsConfig = field(default_factory=StatsConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     store: str = "stores/activations.zarr"
     """Where to write: a local path or an fsspec URL such as s3://bucket/key.zarr."""
@@ -180,7 +215,12 @@ class CollectConfig:
     progress: bool = True
     """Show a progress bar."""
 
+    commit_seconds: float = 60.0
+    """Seconds of computing between checkpoints inside a work unit: a kill loses at most about this much work. A unit computed faster is written once, with no checkpoint."""
+
     def __post_init__(self) -> None:
+        if not (isinstance(self.commit_seconds, (int, float)) and 0 <= self.commit_seconds < float("inf")):
+            raise ConfigError(f"commit_seconds must be 0 or more, got {self.commit_seconds!r}; pass e.g. --commit_seconds 60")
         if not self.store.strip():
             raise ConfigError("store is empty; pass --store with a path or s3:// URL")
         check_path_text(self.store, "store")
@@ -189,7 +229,10 @@ class CollectConfig:
         """The settings every model in one store must share (saved in the store)."""
         data = asdict(self.data)
         data.pop("batch_size")
-        return {"data": data, "stats": asdict(self.stats)}
+        stats = asdict(self.stats)
+        if not stats["shard_tokens"]:
+            stats.pop("shard_tokens")  # the default: stores built before the setting existed stay compatible
+        return {"data": data, "stats": stats}
 
     def model_config(self) -> dict[str, Any]:
         """The settings of one model's slot; a resume must use the same."""

@@ -1,9 +1,11 @@
-"""Token packing: documents joined with EOS, cut into rows, rows grouped into batches.
+"""Token packing: documents joined with EOS, cut into rows, rows grouped into units and batches.
 
 No padding: every token is real text or a document-separating EOS. Row ``r``
-holds tokens ``r * seq_len .. (r + 1) * seq_len`` of the stream, and batch ``b``
-always holds rows ``b * batch_size ..``, so a resumed build computes exactly the
-batches an uninterrupted one would.
+holds tokens ``r * seq_len .. (r + 1) * seq_len`` of the stream. A build first
+writes the rows of each work unit into the store (``unit_rows``); the batches of a
+unit then always start at the unit's first row (``unit_batches``), so a resumed
+build, or a worker computing the unit anywhere, runs exactly the batches an
+uninterrupted in-process build would.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from builders.errors import DataError
+from store import Unit
 
 _TOKENIZE_GROUP = 64  # documents per tokenizer call: the fast tokenizer batches them
 
@@ -26,7 +29,6 @@ class Batch:
 
     start: int
     token_ids: np.ndarray  # (rows, seq_len) int64
-    doc_index: np.ndarray  # (rows, seq_len) int64, the source document of each token
 
     @property
     def n_tokens(self) -> int:
@@ -53,19 +55,29 @@ def iter_rows(documents: Iterable[str], tokenizer: Any, seq_len: int) -> Iterato
             del token_buffer[:seq_len], doc_buffer[:seq_len]
 
 
-def iter_batches(
-    rows: Iterable[tuple[np.ndarray, np.ndarray]], batch_size: int, max_rows: int, first_token: int = 0
-) -> Iterator[Batch]:
-    """Batches of up to ``batch_size`` rows; those wholly before ``first_token`` are skipped."""
-    limited = itertools.islice(rows, max_rows)
-    row_index = 0
-    while chunk := list(itertools.islice(limited, batch_size)):
-        seq_len = chunk[0][0].shape[0]
-        start = row_index * seq_len
-        row_index += len(chunk)
-        if row_index * seq_len <= first_token:
-            continue
-        yield Batch(start, np.stack([r[0] for r in chunk]), np.stack([r[1] for r in chunk]))
+def unit_rows(rows: Iterable[tuple[np.ndarray, np.ndarray]], units: Iterable[Unit],
+              seq_len: int) -> Iterator[tuple[Unit, np.ndarray, np.ndarray]]:
+    """Each unit with its token ids and document indexes, in order; the text may end in a unit.
+
+    A unit the text ends in comes out shortened to the tokens there are; later ones do not come out.
+    """
+    rows = iter(rows)
+    for unit in units:
+        chunk = list(itertools.islice(rows, unit.n_tokens // seq_len))
+        if not chunk:
+            return
+        token_ids = np.concatenate([row[0] for row in chunk])
+        yield Unit(unit.index, unit.start, unit.start + token_ids.shape[0]), token_ids, np.concatenate(
+            [row[1] for row in chunk])
+        if token_ids.shape[0] < unit.n_tokens:
+            return
+
+
+def unit_batches(token_ids: np.ndarray, start: int, seq_len: int, batch_size: int) -> Iterator[Batch]:
+    """Batches of ``batch_size`` rows over ``token_ids`` (tokens ``start ..``, whole rows), in order."""
+    rows = token_ids.reshape(-1, seq_len).astype(np.int64)
+    for first in range(0, rows.shape[0], batch_size):
+        yield Batch(start + first * seq_len, rows[first:first + batch_size])
 
 
 def count_rows(rows: Iterable[tuple[np.ndarray, np.ndarray]], limit: int) -> int:

@@ -7,43 +7,51 @@ resumes an interrupted build, or does nothing if the build is complete.
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from torch import nn
 from tqdm.auto import tqdm
 
 from builders import _models as models
-from builders._capture import StatsCapture
 from builders._cli import parse_config
 from builders._config import CollectConfig
-from builders._packing import count_rows, iter_batches, iter_rows, peek_rows
+from builders._distributed import connect, models_on_workers, run_units
+from builders._packing import count_rows, iter_rows, peek_rows, unit_rows
 from builders._provenance import model_provenance, sample_channels, store_attrs
-from builders._run import RunResult, collect
+from builders._run import UnitJob, compute_unit
+from builders._runtime import ModelRuntime, load_runtime
 from builders._text import iter_documents
 from builders.errors import DataError
 from store import (
     STATS_GROUP,
+    UNIT_COMMITTED,
+    UNIT_EMPTY,
     InputError,
     Lease,
     ModelSlot,
     StatsLayout,
-    StatsWriter,
     StoredStats,
     StoreLocation,
+    Unit,
     WriteSession,
     check_compatible,
     check_intact,
     check_ours_or_empty,
     finish,
     open_session,
+    plan_units,
+    publish_prefix,
     reporting_write_faults,
     slot_key,
     stale_metadata,
+    unit_states,
+    write_unit_tokens,
 )
 from store.errors import ConfigError
 
@@ -59,12 +67,14 @@ def _layout(config: CollectConfig) -> StatsLayout:
     seq_len = config.data.max_seq_len
     n_tokens = (config.data.max_tokens // seq_len) * seq_len
     token_chunk = min(math.ceil(config.stats.commit_tokens / seq_len) * seq_len, n_tokens)
+    shard_tokens = config.stats.shard_tokens and min(config.stats.shard_tokens, n_tokens)  # whole axis at most
     return StatsLayout(
         layers=tuple(config.stats.layers),
         metrics=tuple(config.stats.scalar_metrics),
         n_tokens=n_tokens,
         n_channels=config.stats.n_channels,
         token_chunk=token_chunk,
+        requested_shard_tokens=shard_tokens,
     )
 
 
@@ -76,13 +86,13 @@ def _check_channels(config: CollectConfig, hidden_size: int) -> None:
         )
 
 
-def _summary(location: StoreLocation, label: str, session: WriteSession, result: RunResult) -> str:
-    rate = result.tokens_computed / result.seconds if result.seconds else 0.0
-    layout = session.layout
+def _summary(location: StoreLocation, label: str, layout: StatsLayout, committed: int, computed: int,
+             seconds: float) -> str:
+    rate = computed / seconds if seconds else 0.0
     where = location.display()
     return "\n".join([
-        f"Collected model {label!r}: {result.tokens_committed:,} tokens x {len(layout.layers)} layers x "
-        f"{len(layout.metrics)} metrics (+{layout.n_channels} channels) in {result.seconds:.1f} s ({rate:,.0f} tokens/s).",
+        f"Collected model {label!r}: {committed:,} tokens x {len(layout.layers)} layers x "
+        f"{len(layout.metrics)} metrics (+{layout.n_channels} channels) in {seconds:.1f} s ({rate:,.0f} tokens/s).",
         f"Store: {where} (group 'stats')",
         f"Open it: xarray.open_zarr({where!r}, group='stats')",
         f"     or: from analysis import open_store; open_store({where!r})",
@@ -90,20 +100,22 @@ def _summary(location: StoreLocation, label: str, session: WriteSession, result:
 
 
 @dataclass(frozen=True)
-class _Prepared:
-    """Everything a build needs, checked and loaded before the store is touched."""
+class _Checked:
+    """Everything a build needs but the model, checked before the store is touched."""
 
     location: StoreLocation
     layout: StatsLayout
-    slot: ModelSlot
-    model: nn.Module
-    modules: list[nn.Module]
+    label: str
+    source: models.ModelSource
+    model_config: Any
+    hidden_size: int
+    layer_indices: list[int]
     rows: Iterator[tuple[np.ndarray, np.ndarray]]
     stored: StoredStats | None  # what the store held when checked (None: new or replaced)
 
 
-def _prepare(config: CollectConfig) -> _Prepared:
-    """Every check that can fail runs here, cheapest first; nothing is written."""
+def _check(config: CollectConfig) -> _Checked:
+    """Every check that can fail runs here, cheapest first; nothing is written, no weights load."""
     location = StoreLocation(config.store, config.storage_options)
     location.check_writable()
     check_ours_or_empty(location)  # never write into, or --overwrite, a folder of other files
@@ -127,14 +139,15 @@ def _prepare(config: CollectConfig) -> _Prepared:
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()  # its "Loading weights" bar too
-    model = models.load_model(source, config.model)
-    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
-    layout = _layout(config)
-    channels = sample_channels(hidden_size, layout.n_channels, len(layout.layers), config.stats.channel_seed)
-    provenance = model_provenance(source, config, model_config, hidden_size, dtype)
-    slot = ModelSlot(source.label, np.asarray(layer_indices), channels, provenance)
-    modules = models.collection_modules(model, layer_indices, n_layers)
-    return _Prepared(location, layout, slot, model, modules, rows, stored)
+    return _Checked(location, _layout(config), source.label, source, model_config, hidden_size,
+                    layer_indices, rows, stored)
+
+
+def _model_slot(config: CollectConfig, checked: _Checked, dtype: str) -> ModelSlot:
+    layout = checked.layout
+    channels = sample_channels(checked.hidden_size, layout.n_channels, len(layout.layers), config.stats.channel_seed)
+    provenance = model_provenance(checked.source, config, checked.model_config, checked.hidden_size, dtype)
+    return ModelSlot(checked.label, np.asarray(checked.layer_indices), channels, provenance)
 
 
 def _check_yield(config: CollectConfig, tokenizer: Any, needed: int, label: str) -> None:
@@ -152,54 +165,106 @@ def _check_yield(config: CollectConfig, tokenizer: Any, needed: int, label: str)
         )
 
 
+# Computes the given units of a job, updating the progress bar, calling back after each commit.
+Compute = Callable[[UnitJob, list[Unit], tqdm, Callable[[Unit], None]], int]
+
+
 def run(config: CollectConfig) -> int:
-    """Validate everything that can fail, then collect under the model slot's lease; returns the exit code."""
-    prepared = _prepare(config)
-    location, label = prepared.location, prepared.slot.label
-    if _complete(prepared):  # a finished build re-run: no lease, no write, not a byte changed
-        print(_nothing_to_do(label, location, prepared.stored.n_tokens if prepared.stored else 0))
+    """Validate everything that can fail, load the model (here or on the cluster), then build."""
+    checked = _check(config)
+    if _complete(checked):  # a finished build re-run: no lease, no write, not a byte changed
+        print(_nothing_to_do(checked.label, checked.location, checked.stored.n_tokens if checked.stored else 0))
         return 0
+    if config.cluster.address:
+        with connect(config.cluster) as client, models_on_workers(client, config) as (plugin, dtype):
+            return _build(config, checked, dtype, functools.partial(run_units, client), plugin)
+    runtime = load_runtime(config)
+    return _build(config, checked, runtime.dtype, functools.partial(_compute_here, runtime))
+
+
+def _compute_here(runtime: ModelRuntime, job: UnitJob, units: list[Unit], progress: tqdm,
+                  on_committed: Callable[[Unit], None]) -> int:
+    """The in-process build: units in order, in this process."""
+    computed = 0
+    for unit in units:
+        computed += compute_unit(runtime, job, unit, progress)
+        on_committed(unit)
+    return computed
+
+
+def _build(config: CollectConfig, checked: _Checked, dtype: str, compute: Compute, plugin: str = "") -> int:
+    """Collect under the model slot's lease: tokens into the store, then every uncommitted unit."""
+    location, label = checked.location, checked.label
+    slot = _model_slot(config, checked, dtype)
     key = slot_key(STATS_GROUP, label)
     lease = Lease(location, key, f"collect model {label!r}")
     # the lease refuses a second build of this model; a full disk or a dead endpoint is one error line
     with reporting_write_faults(location), lease.acquire(interrupt=True):
-        attrs = store_attrs(config, prepared.layout.token_chunk)
-        session = open_session(location, prepared.layout, prepared.slot, attrs,
+        attrs = store_attrs(config, checked.layout.token_chunk)
+        session = open_session(location, checked.layout, slot, attrs,
                                replace_for=key if config.overwrite else None)
-        return _collect_into(config, prepared, session, lease)
+        if session.note:
+            print(session.note)
+        units = _tokenise(config, checked.rows, session, lease)
+        return _compute_units(config, session, units, lease, compute, plugin)
 
 
-def _complete(prepared: _Prepared) -> bool:
-    stored = prepared.stored
-    if stored is None or stored.committed.get(prepared.slot.label, 0) < stored.n_tokens:
+def _tokenise(config: CollectConfig, rows: Iterator[tuple[np.ndarray, np.ndarray]], session: WriteSession,
+              lease: Lease) -> list[Unit]:
+    """Write each unit's token ids once (cheap, CPU only); returns the units the text fills."""
+    layout, group, slot = session.layout, session.group, session.slot
+    states = unit_states(group, slot)
+    planned = plan_units(layout.n_tokens, layout.shard_tokens)
+    units = []
+    with tqdm(total=layout.n_tokens, unit="tok", unit_scale=True, desc=f"tokenise {session.label}",
+              disable=not config.progress, leave=False) as progress:
+        for unit, token_ids, doc_index in unit_rows(rows, planned, config.data.max_seq_len):
+            if states[unit.index] == UNIT_EMPTY:
+                write_unit_tokens(group, slot, unit, token_ids, doc_index, lease)
+            units.append(unit)
+            progress.update(unit.n_tokens)
+    return units
+
+
+def _compute_units(config: CollectConfig, session: WriteSession, units: list[Unit], lease: Lease,
+                   compute: Compute, plugin: str) -> int:
+    location, label, layout = session.location, session.label, session.layout
+    states = unit_states(session.group, session.slot)
+    pending = [unit for unit in units if states[unit.index] != UNIT_COMMITTED]
+    n_tokens = units[-1].end
+    done = n_tokens - sum(unit.n_tokens for unit in pending)
+    if not pending:
+        publish_prefix(session.group, session.slot, units, lease, states)
+        finish(location, session, n_tokens, lease)  # repairs a build killed while finishing
+        print(_nothing_to_do(label, location, n_tokens))
+        return 0
+    if done:
+        print(f"Resuming model {label!r}: {len(units) - len(pending)} of {len(units)} units committed "
+              f"({done:,} of {n_tokens:,} tokens).")
+    job = UnitJob(location, label, session.slot, layout.metrics, config.data.max_seq_len,
+                  config.data.batch_size, config.commit_seconds, plugin)
+    started = time.perf_counter()
+    def committed(unit: Unit) -> None:  # states known here: no read of every marker per unit
+        states[unit.index] = UNIT_COMMITTED
+        publish_prefix(session.group, session.slot, units, lease, states)
+
+    with tqdm(total=n_tokens, initial=done, unit="tok", unit_scale=True, desc=f"collect {label}",
+              disable=not config.progress, smoothing=0.1) as progress:
+        computed = compute(job, pending, progress, committed)
+    finish(location, session, n_tokens, lease)  # refuses to cut another model's commits
+    print(_summary(location, label, layout, n_tokens, computed, time.perf_counter() - started))
+    return 0
+
+
+def _complete(checked: _Checked) -> bool:
+    stored = checked.stored
+    if stored is None or stored.committed.get(checked.label, 0) < stored.n_tokens:
         return False
-    return not stale_metadata(prepared.location)  # else finish() repairs it, under the lease
+    return not stale_metadata(checked.location)  # else finish() repairs it, under the lease
 
 
 def _nothing_to_do(label: str, location: StoreLocation, n_tokens: int) -> str:
     return f"Nothing to do: model {label!r} is complete in {location.display()} ({n_tokens:,} tokens)."
-
-
-def _collect_into(config: CollectConfig, prepared: _Prepared, session: WriteSession, lease: Lease) -> int:
-    layout, label, location = session.layout, prepared.slot.label, prepared.location
-    if session.committed >= layout.n_tokens:
-        finish(location, session, layout.n_tokens, lease)  # repairs a build killed while finishing
-        print(_nothing_to_do(label, location, layout.n_tokens))
-        return 0
-    if session.committed:
-        print(f"Resuming model {label!r} at token {session.committed:,} of {layout.n_tokens:,}.")
-    channel_index = session.group["channel_index"][session.slot]
-    capture = StatsCapture(prepared.modules, layout.metrics, channel_index)
-    writer = StatsWriter(session.group, session.slot, layout.token_chunk, session.committed, lease)
-    max_rows = layout.n_tokens // config.data.max_seq_len
-    batches = iter_batches(prepared.rows, config.data.batch_size, max_rows, first_token=session.committed)
-    with tqdm(total=layout.n_tokens, initial=session.committed, unit="tok", unit_scale=True,
-              desc=f"collect {label}", disable=not config.progress, smoothing=0.1) as progress:
-        result = collect(models.decoder_body(prepared.model), capture, batches, writer,
-                         models.input_device(prepared.model), progress)
-    finish(location, session, result.tokens_committed, lease)  # refuses to cut another model's commits
-    print(_summary(location, label, session, result))
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

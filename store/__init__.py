@@ -12,7 +12,17 @@ from store._integrity import Damage, check_intact, damage
 from store._lease import LEASE_DIR, Lease, LeaseError, LeaseRecord, live_leases, slot_key
 from store._location import StoreLocation
 from store._options import OneLineParser, parse_storage_options
-from store._schema import FORMAT_NAME, FORMAT_VERSION, STATS_GROUP, ModelSlot, StatsLayout
+from store._schema import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    STATS_GROUP,
+    UNIT_COMMITTED,
+    UNIT_EMPTY,
+    UNIT_TOKENIZED,
+    ModelSlot,
+    StatsLayout,
+)
+from store._staging import Staging
 from store._stats_store import (
     StoredStats,
     WriteSession,
@@ -21,8 +31,17 @@ from store._stats_store import (
     open_session,
     structure_lease,
 )
+from store._units import (
+    Unit,
+    claim_unit,
+    committed_prefix,
+    plan_units,
+    publish_prefix,
+    unit_state,
+    unit_states,
+)
 from store._validate import validate_stats, validate_store
-from store._writer import StatsBlock, StatsWriter
+from store._writer import StatsBlock, UnitWriter, write_unit_tokens
 from store.errors import (
     ActivationStoreError,
     CatalogError,
@@ -39,6 +58,9 @@ __all__ = [
     "FORMAT_VERSION",
     "LEASE_DIR",
     "STATS_GROUP",
+    "UNIT_COMMITTED",
+    "UNIT_EMPTY",
+    "UNIT_TOKENIZED",
     "ActivationStoreError",
     "CatalogError",
     "ConfigError",
@@ -50,18 +72,22 @@ __all__ = [
     "LeaseRecord",
     "ModelSlot",
     "OneLineParser",
+    "Staging",
     "StatsBlock",
     "StatsLayout",
-    "StatsWriter",
     "StoreLocation",
     "StoreLocationError",
     "StoreMismatchError",
     "StoredStats",
+    "Unit",
+    "UnitWriter",
     "WriteSession",
     "cache_root",
     "check_compatible",
     "check_intact",
     "check_ours_or_empty",
+    "claim_unit",
+    "committed_prefix",
     "consolidate",
     "damage",
     "default_catalog_path",
@@ -71,12 +97,17 @@ __all__ = [
     "load_catalog",
     "open_session",
     "parse_storage_options",
+    "plan_units",
+    "publish_prefix",
     "reporting_write_faults",
     "resolve_location",
     "slot_key",
     "stale_metadata",
     "structure_lease",
+    "unit_state",
+    "unit_states",
     "validate_stats",
     "validate_store",
     "write_fault",
+    "write_unit_tokens",
 ]

@@ -161,6 +161,14 @@ def _node_paths() -> dict[str, tuple[str, str]]:
     return nodes
 
 
+_FORMAT_2_ONLY = ("unit_state",)  # arrays a format-1 store does not have
+
+
+def _format_version(documents: dict[str, dict[str, Any]]) -> Any:
+    group = documents.get(STATS_GROUP, {})
+    return group.get("attributes", {}).get("format_version") if isinstance(group, dict) else None
+
+
 def _read_metadata(fs: fsspec.AbstractFileSystem,
                    root: str) -> tuple[dict[str, dict[str, Any]], list[Damage]]:
     """The parsed zarr.json of every node that has a sound one, and a Damage for every other."""
@@ -171,6 +179,8 @@ def _read_metadata(fs: fsspec.AbstractFileSystem,
     found: list[Damage] = []
     for name, (key, node_type) in nodes.items():
         document = _parse_metadata(raw.get(f"{root}/{key}", FileNotFoundError(key)), node_type)
+        if document is None and name in _FORMAT_2_ONLY and _format_version(documents) == 1:
+            continue
         if document is None:
             found.append(Damage(name, f"is missing (no {key})", key=key))
         elif isinstance(document, str):

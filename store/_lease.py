@@ -32,7 +32,7 @@ from dataclasses import replace
 from typing import Any, Self
 
 from store._faults import transport_errors
-from store._lease_records import HOST, LEASE_DIR, MACHINE, LeaseFolder, LeaseRecord
+from store._lease_records import GENERATION_FILE, HOST, LEASE_DIR, MACHINE, LeaseFolder, LeaseRecord
 from store._location import StoreLocation, entry_name
 from store.errors import InputError, StoreLocationError, first_line
 
@@ -266,13 +266,43 @@ class Lease:
 
 
 def live_leases(location: StoreLocation, prefix: str) -> list[LeaseRecord]:
-    """Leases under ``prefix`` (e.g. a group's slot keys) that still hold, for refusals that name them."""
+    """Leases under ``prefix`` (slot keys and the unit claims under them) that still hold.
+
+    One recursive listing; only records written in the last TTL (plus the clock allowance) are
+    read: an older one has expired, so the released claims a large build leaves cost nothing.
+    """
     fs, root = location.filesystem()
+    base = f"{root.rstrip('/')}/{LEASE_DIR}/"
     try:
-        keys = fs.ls(f"{root.rstrip('/')}/{LEASE_DIR}/{prefix}", detail=False, refresh=True)
+        listing = fs.find(f"{base}{prefix}", detail=True, **({"refresh": True} if location.is_remote else {}))
     except FileNotFoundError:
         return []
     now = time.time()
-    newest = (LeaseFolder(location, f"{prefix}/{entry_name(path)}").newest()[1]
-              for path in keys)
+    keys = [key for key, info in _newest_files(listing, base).items() if _written_since(info, now - _RECENT)]
+    newest = (LeaseFolder(location, key).newest()[1] for key in sorted(keys))
     return [record for record in newest if record is not None and record.holds(now)]
+
+
+# A record last written longer ago than this has expired, even with the writer's clock ahead by the allowance.
+_RECENT = DEFAULT_TTL + DEFAULT_TTL * (1 - SAFE_FRACTION)
+
+
+def _newest_files(listing: dict[str, dict[str, Any]], base: str) -> dict[str, dict[str, Any]]:
+    """Lease key -> the listing entry of its highest generation."""
+    newest: dict[str, tuple[int, dict[str, Any]]] = {}
+    for path, info in listing.items():
+        match = GENERATION_FILE.match(entry_name(path))
+        if match is None or not str(path).startswith(base):
+            continue
+        key, generation = str(path)[len(base):].rsplit("/", 1)[0], int(match.group(1))
+        if key not in newest or generation > newest[key][0]:
+            newest[key] = (generation, info)
+    return {key: info for key, (_, info) in newest.items()}
+
+
+def _written_since(info: dict[str, Any], moment: float) -> bool:
+    """Whether a listed object was last written after ``moment`` (true when the listing does not say)."""
+    modified = info.get("mtime", info.get("LastModified"))
+    if hasattr(modified, "timestamp"):
+        modified = modified.timestamp()
+    return not isinstance(modified, (int, float)) or modified > moment

@@ -20,7 +20,7 @@ from store._location import StoreLocation, entry_name
 
 LEASE_DIR = "_leases"
 HOST = socket.gethostname()
-_GENERATION_FILE = re.compile(r"^(\d{10})\.json$")
+GENERATION_FILE = re.compile(r"^(\d{10})\.json$")
 # S3 answers a lost conditional race with 412 PreconditionFailed or 409 ConditionalRequestConflict;
 # s3fs maps only the first (and only with its Condition field) to FileExistsError.
 _CONFLICT = ("PreconditionFailed", "ConditionalRequestConflict", "pre-conditions you specified did not hold")
@@ -103,7 +103,7 @@ class LeaseFolder:
             names = self.fs.ls(self.path, detail=False, refresh=True)
         except FileNotFoundError:
             return []
-        found = (_GENERATION_FILE.match(entry_name(name)) for name in names)
+        found = (GENERATION_FILE.match(entry_name(name)) for name in names)
         return sorted(int(match.group(1)) for match in found if match)
 
     def read(self, generation: int) -> LeaseRecord | None:

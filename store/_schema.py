@@ -15,12 +15,19 @@ import xarray as xr
 
 STATS_GROUP = "stats"
 FORMAT_NAME = "activation-stats"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # format 1 (no unit markers) still opens; a build upgrades it in place
 MIN_SHARD_BYTES = 1 << 20
 FLOAT_FILL = np.float32("nan")
 # Group attribute of stores whose writer stores every committed inner chunk, even all-fill ones:
 # in them a missing chunk inside a committed range is damage (older stores may omit all-fill chunks).
 EMPTY_CHUNKS_ATTR = "empty_chunks_written"
+UNIT_TOKENS_ATTR = "unit_tokens"  # tokens per work unit (= per shard), format 2
+
+# unit_state values: what a work unit of one model holds (readers trust only UNIT_COMMITTED)
+UNIT_EMPTY = 0  # nothing
+UNIT_TOKENIZED = 1  # token_id and doc_index written, statistics not yet
+UNIT_COMMITTED = 2  # every variable of the unit final
 
 DIMS = {
     "value": ("model", "layer", "metric", "token"),
@@ -30,6 +37,7 @@ DIMS = {
     "doc_index": ("model", "token"),
     "layer_index": ("model", "layer"),
     "committed_tokens": ("model",),
+    "unit_state": ("model", "unit"),
 }
 DTYPES = {
     "value": np.float32,
@@ -39,6 +47,7 @@ DTYPES = {
     "doc_index": np.int64,
     "layer_index": np.int32,
     "committed_tokens": np.int64,
+    "unit_state": np.int8,
 }
 # Variables written token chunk by token chunk; the others are written with the template.
 STREAMED = ("value", "channel_value", "token_id", "doc_index")
@@ -53,13 +62,25 @@ class StatsLayout:
     n_tokens: int
     n_channels: int
     token_chunk: int
+    requested_shard_tokens: int = 0  # 0: the default rule below; else rounded up to whole token chunks
 
     @property
     def shard_tokens(self) -> int:
-        """Tokens per shard: whole token chunks adding up to at least 1 MiB of float32."""
+        """Tokens per shard, the work unit: whole token chunks adding up to at least 1 MiB of float32.
+
+        ``requested_shard_tokens`` (rounded up to whole chunks) replaces the rule, unclamped: a
+        stored store's shards keep their size when its token axis shrinks.
+        """
+        if self.requested_shard_tokens:
+            return self.token_chunk * math.ceil(self.requested_shard_tokens / self.token_chunk)
         chunks_per_shard = math.ceil(MIN_SHARD_BYTES / 4 / self.token_chunk)
         chunks_in_store = math.ceil(self.n_tokens / self.token_chunk)
         return self.token_chunk * max(1, min(chunks_per_shard, chunks_in_store))
+
+    @property
+    def n_units(self) -> int:
+        """Work units: one per shard along the token axis."""
+        return math.ceil(self.n_tokens / self.shard_tokens)
 
     def shape(self, name: str, n_models: int = 1) -> tuple[int, ...]:
         sizes = {
@@ -68,6 +89,7 @@ class StatsLayout:
             "metric": len(self.metrics),
             "token": self.n_tokens,
             "channel": self.n_channels,
+            "unit": self.n_units,
         }
         return tuple(sizes[dim] for dim in DIMS[name])
 
@@ -94,6 +116,7 @@ def template(layout: StatsLayout, slot: ModelSlot, attrs: dict[str, Any]) -> xr.
     data_vars["layer_index"] = (DIMS["layer_index"], slot.layer_index[None].astype(np.int32))
     data_vars["channel_index"] = (DIMS["channel_index"], slot.channel_index[None].astype(np.int32))
     data_vars["committed_tokens"] = (DIMS["committed_tokens"], np.zeros(1, np.int64))
+    data_vars["unit_state"] = (DIMS["unit_state"], np.zeros((1, layout.n_units), np.int8))
     coords = {
         "model": np.array([slot.label], dtype=object),
         "layer": np.array(layout.layers, dtype=object),
@@ -118,4 +141,5 @@ def encoding(layout: StatsLayout) -> dict[str, dict[str, Any]]:
         if np.issubdtype(DTYPES[name], np.floating):
             result[name]["_FillValue"] = FLOAT_FILL
     result["committed_tokens"] = {"chunks": (1,)}
+    result["unit_state"] = {"chunks": (1, 1)}  # one object per unit: units finish in any order, by any writer
     return result

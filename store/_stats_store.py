@@ -14,7 +14,21 @@ import zarr
 from store._consolidated import consolidate, consolidate_if_stale
 from store._lease import LEASE_DIR, STRUCTURE_KEY, Lease, LeaseError, LeaseRecord, live_leases, slot_key
 from store._location import StoreLocation
-from store._schema import DIMS, EMPTY_CHUNKS_ATTR, STATS_GROUP, ModelSlot, StatsLayout, encoding, template
+from store._schema import (
+    DIMS,
+    UNIT_COMMITTED,
+    EMPTY_CHUNKS_ATTR,
+    STATS_GROUP,
+    UNIT_EMPTY,
+    UNIT_TOKENS_ATTR,
+    ModelSlot,
+    StatsLayout,
+    encoding,
+    template,
+)
+from store._staging import clear_staging
+from store._units import plan_units, stored_unit_tokens
+from store._upgrade import upgrade_if_old
 from store.errors import StoreLocationError, StoreMismatchError, first_line
 
 # Metadata changes take seconds; waiting this long also outlasts a lease left by a build killed on another host.
@@ -29,6 +43,9 @@ class WriteSession:
     slot: int
     committed: int
     layout: StatsLayout
+    location: StoreLocation
+    label: str
+    note: str = ""  # what opening changed that the user should hear of (a format upgrade)
 
 
 def _open_group(location: StoreLocation) -> zarr.Group | None:
@@ -46,9 +63,11 @@ def _open_group(location: StoreLocation) -> zarr.Group | None:
 
 
 def _has_commits(group: zarr.Group | None) -> bool:
-    """Whether any model committed tokens; if none did, the group is safe to rebuild."""
+    """Whether any model committed tokens or units; if none did, the group is safe to rebuild."""
     if group is None or "committed_tokens" not in group:
         return False
+    if "unit_state" in group and np.any(group["unit_state"][:] > UNIT_EMPTY):
+        return True
     return bool(np.any(group["committed_tokens"][:] > 0))
 
 
@@ -109,6 +128,16 @@ def _other_writers(location: StoreLocation, own_key: str) -> list[LeaseRecord]:
     return [lease for lease in live_leases(location, STATS_GROUP) if lease.key != own_key]
 
 
+def _check_no_other_writers(location: StoreLocation, label: str) -> None:
+    """Creating the group anew is refused while another model's build writes into it."""
+    writing = _other_writers(location, slot_key(STATS_GROUP, label))
+    if writing:
+        raise LeaseError(
+            f"store {location.display()!r} is being set up by {writing[0].describe(time.time())} with other "
+            "settings; wait for that build to end or choose another --store"
+        )
+
+
 def _remove_for_overwrite(location: StoreLocation, own_key: str) -> None:
     """Delete a store for ``--overwrite``, keeping the leases; refused while another build writes it."""
     writing = _other_writers(location, own_key)
@@ -142,23 +171,29 @@ def _open_session(
     group = _open_group(location)
     if group is None or not _check_group(group, location, attrs["build_config"], slot.label,
                                          slot.provenance["config"]):
+        _check_no_other_writers(location, slot.label)
         lease.ensure_held()
         return _create(location, layout, slot, attrs)
+    group, note = upgrade_if_old(location, group, lease)
     stored_layout = _stored_layout(group, layout)
     labels = [str(label) for label in group["model"][:]]
     if slot.label in labels:
         index = labels.index(slot.label)
-        return WriteSession(group, index, int(group["committed_tokens"][index]), stored_layout)
+        return WriteSession(group, index, int(group["committed_tokens"][index]), stored_layout, location, slot.label,
+                            note)
     index = _add_model(group, labels, slot, lease)
+    clear_staging(location, STATS_GROUP, slot.label)  # checkpoints of a slot this store no longer has
     lease.ensure_held()
     consolidate(location)
-    return WriteSession(group, index, 0, stored_layout)
+    return WriteSession(group, index, 0, stored_layout, location, slot.label, note)
 
 
 def _create(
     location: StoreLocation, layout: StatsLayout, slot: ModelSlot, attrs: dict[str, Any]
 ) -> WriteSession:
-    dataset = template(layout, slot, {**attrs, EMPTY_CHUNKS_ATTR: True, "models": {slot.label: slot.provenance}})
+    clear_staging(location, STATS_GROUP)  # checkpoints of the group being replaced
+    dataset = template(layout, slot, {**attrs, EMPTY_CHUNKS_ATTR: True, UNIT_TOKENS_ATTR: layout.shard_tokens,
+                                      "models": {slot.label: slot.provenance}})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # consolidated metadata / string dtype notices
         dataset.to_zarr(
@@ -173,7 +208,7 @@ def _create(
     group = _open_group(location)
     if group is None:  # pragma: no cover - to_zarr just wrote it
         raise RuntimeError(f"stats group missing right after writing {location.display()!r}")
-    return WriteSession(group, 0, 0, layout)
+    return WriteSession(group, 0, 0, layout, location, slot.label)
 
 
 def _stored_layout(group: zarr.Group, requested: StatsLayout) -> StatsLayout:
@@ -184,7 +219,9 @@ def _stored_layout(group: zarr.Group, requested: StatsLayout) -> StatsLayout:
         n_tokens=int(group["value"].shape[-1]),
         n_channels=int(group["channel_value"].shape[-1]),
         token_chunk=int(group.attrs.get("token_chunk", requested.token_chunk)),
+        requested_shard_tokens=stored_unit_tokens(group),
     )
+
 
 
 def _add_model(group: zarr.Group, labels: list[str], slot: ModelSlot, lease: Lease) -> int:
@@ -199,6 +236,7 @@ def _add_model(group: zarr.Group, labels: list[str], slot: ModelSlot, lease: Lea
     group["layer_index"][index] = slot.layer_index.astype(np.int32)
     group["channel_index"][index] = slot.channel_index.astype(np.int32)
     group["committed_tokens"][index] = 0
+    group["unit_state"][index] = UNIT_EMPTY  # a slot left unlabelled by an interrupted extension is reused
     models = dict(group.attrs.get("models", {}))
     models[slot.label] = slot.provenance
     group.attrs["models"] = models
@@ -225,18 +263,34 @@ def _finish(location: StoreLocation, session: WriteSession, n_tokens: int, lease
     group = session.group
     if int(group["value"].shape[-1]) > n_tokens:
         _check_shrink(group, session.slot, n_tokens, location)
+    n_units = len(plan_units(n_tokens, stored_unit_tokens(group)))
     for name, dims in DIMS.items():
+        if name not in group:
+            continue  # unit_state of a format-1 store (finished by a reader's tooling, not a build)
         lease.ensure_held()
         array = group[name]
-        if "token" in dims and array.shape[dims.index("token")] > n_tokens:
-            array.resize(tuple(n_tokens if d == "token" else s for d, s in zip(dims, array.shape)))
+        size = {"token": n_tokens, "unit": n_units}
+        shrunk = tuple(min(length, size.get(dim, length)) for dim, length in zip(dims, array.shape))
+        if shrunk != array.shape:
+            array.resize(shrunk)
     lease.ensure_held()
     consolidate_if_stale(location)
 
 
+def _committed_end(group: zarr.Group, slot: int) -> int:
+    """The end of the last token model slot ``slot`` committed (its prefix, or a later unit)."""
+    prefix = int(group["committed_tokens"][slot])
+    if "unit_state" not in group:
+        return prefix
+    states = np.asarray(group["unit_state"][slot])
+    committed = np.flatnonzero(states == UNIT_COMMITTED)
+    if not committed.size:
+        return prefix
+    return max(prefix, min((int(committed[-1]) + 1) * stored_unit_tokens(group), int(group["value"].shape[-1])))
+
+
 def _check_shrink(group: zarr.Group, slot: int, n_tokens: int, location: StoreLocation) -> None:
-    committed = group["committed_tokens"][:]
-    others = [int(count) for index, count in enumerate(committed) if index != slot]
+    others = [_committed_end(group, index) for index in range(group["committed_tokens"].shape[0]) if index != slot]
     if others and max(others) > n_tokens:
         raise StoreMismatchError(
             f"store {location.display()!r}: shrinking the token axis to {n_tokens:,} would cut tokens "

@@ -12,7 +12,18 @@ import xarray as xr
 from store._consolidated import stale_metadata
 from store._integrity import Damage, damage
 from store._location import StoreLocation
-from store._schema import DIMS, DTYPES, FORMAT_NAME, FORMAT_VERSION, MIN_SHARD_BYTES, STATS_GROUP, STREAMED
+from store._schema import (
+    DIMS,
+    DTYPES,
+    FORMAT_NAME,
+    MIN_SHARD_BYTES,
+    READABLE_VERSIONS,
+    STATS_GROUP,
+    STREAMED,
+    UNIT_COMMITTED,
+    UNIT_TOKENS_ATTR,
+)
+from store._units import committed_prefix, plan_units
 from store.errors import ContractError, StoreLocationError
 
 LAYER_LABEL = re.compile(r"^(embed|middle|pre_last|layer_\d+)$")
@@ -79,6 +90,8 @@ def _check_dataset(dataset: xr.Dataset) -> list[str]:
 def _check_variables(dataset: xr.Dataset) -> list[str]:
     problems = []
     for name, dims in DIMS.items():
+        if name == "unit_state" and dataset.attrs.get("format_version") == 1:
+            continue  # format 1 has one commit marker per model only
         if name not in dataset.variables:
             problems.append(f"variable {name!r} is missing")
         elif dataset[name].dims != dims:
@@ -110,8 +123,9 @@ def _check_attrs(dataset: xr.Dataset) -> list[str]:
     problems = []
     if attrs.get("format") != FORMAT_NAME:
         problems.append(f"attrs['format'] is {attrs.get('format')!r}, expected {FORMAT_NAME!r}")
-    if attrs.get("format_version") != FORMAT_VERSION:
-        problems.append(f"attrs['format_version'] is {attrs.get('format_version')!r}, expected {FORMAT_VERSION}")
+    if attrs.get("format_version") not in READABLE_VERSIONS:
+        problems.append(f"attrs['format_version'] is {attrs.get('format_version')!r}, expected one of "
+                        f"{list(READABLE_VERSIONS)}")
     definitions = attrs.get("metric_definitions", {})
     missing = [str(m) for m in dataset["metric"].values if str(m) not in definitions]
     if missing:
@@ -165,9 +179,20 @@ def _check_chunks(dataset: xr.Dataset) -> list[str]:
             problems.append(f"{name!r} inner chunks {chunks} / shards {shards} do not match "
                             f"token_chunk {token_chunk} (inner chunk = token_chunk, shards whole chunks)")
         token_bytes = shards[token_axis] * dataset[name].dtype.itemsize
-        if token_bytes < MIN_SHARD_BYTES and shards[token_axis] < n_tokens:
+        if token_bytes < MIN_SHARD_BYTES and shards[token_axis] < n_tokens and not _asked_small_shards(dataset):
             problems.append(f"{name!r} shards of {shards[token_axis]} tokens are under 1 MiB")
+        unit_tokens = dataset.attrs.get(UNIT_TOKENS_ATTR)
+        if unit_tokens is not None and shards[token_axis] != unit_tokens:
+            problems.append(f"{name!r} shards of {shards[token_axis]} tokens differ from the work unit "
+                            f"attrs[{UNIT_TOKENS_ATTR!r}] = {unit_tokens!r}")
     return problems
+
+
+def _asked_small_shards(dataset: xr.Dataset) -> bool:
+    """Smaller shards (more, smaller work units) are allowed when the build asked for them."""
+    build_config = dataset.attrs.get("build_config", {})
+    stats = build_config.get("stats", {}) if isinstance(build_config, dict) else {}
+    return isinstance(stats, dict) and bool(stats.get("shard_tokens"))
 
 
 def _check_commits(dataset: xr.Dataset) -> list[str]:
@@ -175,4 +200,28 @@ def _check_commits(dataset: xr.Dataset) -> list[str]:
     n_tokens = dataset.sizes["token"]
     if np.any(committed < 0) or np.any(committed > n_tokens):
         return [f"committed_tokens {committed.tolist()} outside 0..{n_tokens}"]
-    return []
+    if "unit_state" not in dataset:
+        return []
+    return _check_units(dataset, committed)
+
+
+def _check_units(dataset: xr.Dataset, committed: np.ndarray) -> list[str]:
+    """Unit markers are 0, 1 or 2, and committed_tokens never passes the committed prefix they give.
+
+    It may lag behind it: a build killed between a unit's marker and its prefix update.
+    """
+    states = dataset["unit_state"].values
+    unit_tokens = dataset.attrs.get(UNIT_TOKENS_ATTR)
+    if not isinstance(unit_tokens, int) or isinstance(unit_tokens, bool) or unit_tokens <= 0:
+        return [f"attrs[{UNIT_TOKENS_ATTR!r}] is {unit_tokens!r}, expected a positive integer"]
+    units = plan_units(dataset.sizes["token"], unit_tokens)
+    if states.shape[-1] != len(units):
+        return [f"unit_state has {states.shape[-1]} units, expected {len(units)} of {unit_tokens} tokens"]
+    if np.any((states < 0) | (states > UNIT_COMMITTED)):
+        return [f"unit_state holds values other than 0, 1, 2: {np.unique(states).tolist()}"]
+    problems = []
+    for label, row, count in zip(dataset["model"].values, states, committed):
+        if count > committed_prefix(row, units):
+            problems.append(f"committed_tokens of model {str(label)!r} is {int(count)}, past the end of its "
+                            f"committed units from token 0 ({committed_prefix(row, units)})")
+    return problems

@@ -1,49 +1,54 @@
-"""Chunk-aligned region writes with a commit marker after each region.
+"""Writing one work unit of the ``stats`` group: tokens first, statistics once, then its marker.
 
-A build fills one model slot of the ``stats`` group token chunk by token chunk.
-Each region covers whole inner chunks and is followed by an update of
-``committed_tokens[slot]``, the commit marker: readers and a resumed build trust
-nothing past it. Chunk writes are atomic (local: temp file + rename; S3: one PUT),
-so a kill at any moment leaves every committed chunk intact. Every inner chunk is
-stored even when it equals the fill value (an all-zero ``doc_index`` chunk is
-common), so a missing chunk inside a committed range always means damage.
+A build first writes ``token_id`` and ``doc_index`` of a unit (``write_unit_tokens``,
+marker UNIT_TOKENIZED), then computes the unit's statistics and hands them to a
+``UnitWriter``, which writes each shard of the unit exactly once, when the unit is
+complete, and only then sets the unit's marker to UNIT_COMMITTED. Work that takes
+longer than the commit interval is checkpointed in the meantime (``store/_staging.py``),
+so a kill loses at most about one interval. Chunk writes are atomic (local: temp file
++ rename; S3: one PUT) and every inner chunk is stored even when it equals the fill
+value (an all-zero ``doc_index`` chunk is common), so a missing chunk inside a committed
+unit always means damage.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import zarr
 
 from store._lease import Lease
-from store._schema import STREAMED
+from store._schema import UNIT_COMMITTED, UNIT_TOKENIZED
+from store._staging import Staging
+from store._units import Unit, mark_unit
 
 
 @dataclass(frozen=True)
 class StatsBlock:
-    """Per-token results for consecutive tokens ``start .. start + n``."""
+    """Per-token statistics for consecutive tokens ``start .. start + n``."""
 
     start: int
     values: np.ndarray  # (layer, metric, n) float32
     channels: np.ndarray  # (layer, n, channel) float32
-    token_ids: np.ndarray  # (n,)
-    doc_index: np.ndarray  # (n,)
 
     @property
     def n_tokens(self) -> int:
-        return int(self.token_ids.shape[0])
+        return int(self.values.shape[-1])
+
+    @property
+    def end(self) -> int:
+        return self.start + self.n_tokens
 
     def tail(self, first: int) -> StatsBlock:
         """The part of this block from absolute token ``first`` on."""
         skip = max(0, first - self.start)
-        return StatsBlock(
-            start=self.start + skip,
-            values=self.values[:, :, skip:],
-            channels=self.channels[:, skip:],
-            token_ids=self.token_ids[skip:],
-            doc_index=self.doc_index[skip:],
-        )
+        return StatsBlock(self.start + skip, self.values[:, :, skip:], self.channels[:, skip:])
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"values": self.values, "channels": self.channels}
 
 
 def concat_blocks(blocks: list[StatsBlock]) -> StatsBlock:
@@ -51,64 +56,82 @@ def concat_blocks(blocks: list[StatsBlock]) -> StatsBlock:
         start=blocks[0].start,
         values=np.concatenate([b.values for b in blocks], axis=2),
         channels=np.concatenate([b.channels for b in blocks], axis=1),
-        token_ids=np.concatenate([b.token_ids for b in blocks]),
-        doc_index=np.concatenate([b.doc_index for b in blocks]),
     )
 
 
-class StatsWriter:
-    """Buffers blocks up to one token chunk, then writes and commits that region."""
+def _streamed(group: zarr.Group, name: str) -> zarr.Array:
+    return group[name].with_config({"write_empty_chunks": True})
 
-    def __init__(self, group: zarr.Group, slot: int, token_chunk: int, committed: int,
-                 lease: Lease | None = None) -> None:
-        self._arrays = {name: group[name].with_config({"write_empty_chunks": True}) for name in STREAMED}
-        self._group = group
-        self._lease = lease
-        self._slot = slot
-        self._token_chunk = token_chunk
-        self._n_tokens = int(group["value"].shape[-1])
-        self.committed = committed
-        self._buffer: list[StatsBlock] = []
+
+def write_unit_tokens(group: zarr.Group, slot: int, unit: Unit, token_ids: np.ndarray,
+                      doc_index: np.ndarray, lease: Lease | None) -> None:
+    """Write the unit's ``token_id`` and ``doc_index`` (one shard each), then mark it tokenized."""
+    if lease is not None:
+        lease.ensure_held()
+    end = unit.start + token_ids.shape[0]
+    _streamed(group, "token_id")[slot, unit.start:end] = token_ids.astype(np.int32)
+    _streamed(group, "doc_index")[slot, unit.start:end] = doc_index.astype(np.int64)
+    mark_unit(group, slot, unit, UNIT_TOKENIZED, lease)
+
+
+class UnitWriter:
+    """Collects one unit's statistics; checkpoints every ``commit_seconds``; writes the unit once."""
+
+    def __init__(self, group: zarr.Group, slot: int, unit: Unit, claim: Lease | None,
+                 staging: Staging | None, commit_seconds: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._group, self._slot, self.unit, self._claim = group, slot, unit, claim
+        self._staging, self._commit_seconds, self._clock = staging, commit_seconds, clock
+        self._blocks: list[StatsBlock] = []
+        self.resume_at = unit.start
+        if staging is not None:
+            self.resume_at, parts = staging.load(unit.start)
+            self._blocks = _staged_blocks(unit.start, parts)
+        self._staged_until = self.resume_at
+        self._last_checkpoint = clock()
 
     @property
-    def _buffered_end(self) -> int:
-        return self._buffer[-1].start + self._buffer[-1].n_tokens if self._buffer else self.committed
+    def buffered_end(self) -> int:
+        return self._blocks[-1].end if self._blocks else self.unit.start
 
     def append(self, block: StatsBlock) -> None:
-        """Add a block; tokens already committed (a resumed build) are dropped."""
-        block = block.tail(self._buffered_end)
+        """Add the next block (ending on a batch boundary); tokens already held are dropped."""
+        block = block.tail(self.buffered_end)
         if block.n_tokens == 0:
             return
-        self._buffer.append(block)
-        while self.committed < self._n_tokens and (
-            self._buffered_end - self.committed >= self._region_size()
-        ):
-            self._write_region(self._region_size())
+        self._blocks.append(block)
+        if self.buffered_end < self.unit.end and self._clock() - self._last_checkpoint >= self._commit_seconds:
+            self.checkpoint()
 
-    def flush(self) -> None:
-        """Write whatever is buffered (the last, partial chunk of a build)."""
-        if self._buffer:
-            self._write_region(self._buffered_end - self.committed)
+    def checkpoint(self) -> None:
+        """Save what was computed since the last checkpoint, so a kill does not lose it."""
+        if self._staging is None or self.buffered_end <= self._staged_until:
+            return
+        fresh = concat_blocks(self._blocks).tail(self._staged_until)
+        if self._claim is not None:
+            self._claim.ensure_held()
+        self._staging.save(fresh.start, fresh.end, fresh.arrays())
+        self._staged_until, self._last_checkpoint = fresh.end, self._clock()
 
-    def _region_size(self) -> int:
-        return min(self._token_chunk, self._n_tokens - self.committed)
+    def commit(self) -> None:
+        """Write every shard of the unit once, then its marker; then drop its checkpoints."""
+        merged = concat_blocks(self._blocks)
+        if merged.start != self.unit.start or merged.end != self.unit.end:
+            raise RuntimeError(f"unit {self.unit.index} holds tokens {merged.start}..{merged.end}, "
+                               f"expected {self.unit.start}..{self.unit.end}")
+        if self._claim is not None:
+            self._claim.ensure_held()  # never write after another writer may have taken the unit over
+        tokens = slice(self.unit.start, self.unit.end)
+        _streamed(self._group, "value")[self._slot, :, :, tokens] = merged.values
+        _streamed(self._group, "channel_value")[self._slot, :, tokens, :] = merged.channels
+        mark_unit(self._group, self._slot, self.unit, UNIT_COMMITTED, self._claim)
+        if self._staging is not None:
+            self._staging.clear()
 
-    def _write_region(self, size: int) -> None:
-        merged = concat_blocks(self._buffer)
-        start, end = self.committed, self.committed + size
-        region = slice(0, size)
-        arrays = {
-            "value": (np.s_[self._slot, :, :, start:end], merged.values[:, :, region]),
-            "channel_value": (np.s_[self._slot, :, start:end, :], merged.channels[:, region]),
-            "token_id": (np.s_[self._slot, start:end], merged.token_ids[region]),
-            "doc_index": (np.s_[self._slot, start:end], merged.doc_index[region]),
-        }
-        if self._lease is not None:
-            self._lease.ensure_held()  # never write after another build may have taken over
-        for name in STREAMED:
-            selection, data = arrays[name]
-            self._arrays[name][selection] = data
-        self._group["committed_tokens"][self._slot] = end
-        self.committed = end
-        rest = merged.tail(end)
-        self._buffer = [rest] if rest.n_tokens else []
+
+def _staged_blocks(start: int, parts: list[dict[str, np.ndarray]]) -> list[StatsBlock]:
+    blocks = []
+    for part in parts:
+        blocks.append(StatsBlock(start, part["values"], part["channels"]))
+        start = blocks[-1].end
+    return blocks

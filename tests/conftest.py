@@ -6,6 +6,7 @@ import contextlib
 import io
 import os
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from tiny_models import save_tiny_model  # noqa: E402
+
+from store import StoreLocation  # noqa: E402
 
 BUCKET = "activations"
 
@@ -87,7 +90,8 @@ def smollm2_folder() -> Path:
 
 TINY_ARGS = [
     "--data.max_tokens", "4096", "--data.max_seq_len", "128", "--data.batch_size", "2",
-    "--stats.channels", "8", "--stats.commit_tokens", "1024", "--model.device", "cpu",
+    "--stats.channels", "8", "--stats.commit_tokens", "1024", "--stats.shard_tokens", "1024",
+    "--model.device", "cpu",
     "--progress", "false",
 ]
 
@@ -103,3 +107,14 @@ def collect_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, 
         return code, captured.out, captured.err
 
     return run
+
+
+@pytest.fixture(params=["local", "s3"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[StoreLocation, list[str]]:
+    """A new store location and the CLI arguments that name it."""
+    if request.param == "local":
+        location = StoreLocation(str(tmp_path / "shared.zarr"))
+        return location, ["--store", location.url]
+    options = request.getfixturevalue("s3_options")
+    location = StoreLocation(f"s3://{BUCKET}/{uuid.uuid4().hex}.zarr", options)
+    return location, ["--store", location.url, "--storage_options", f"endpoint_url={options['endpoint_url']}"]

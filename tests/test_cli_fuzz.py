@@ -59,10 +59,12 @@ TRIED: Counter[str] = Counter()  # bad inputs run so far, by entry point
 # The valid command line every case starts from, for the flags an entry point has (plus the
 # tiny model and the store, known once built): quiet, and no fits cache for the analysis.
 BASE_VALUES = {**dict(zip(TINY_ARGS[::2], TINY_ARGS[1::2])), "--cache": "off"}
-# Builder flags of free text whose value the existing store does not pin: these two pick the
-# model slot a build fills (a new value adds a model rather than conflicting), so only values
-# bad in themselves are tried. A new free-text flag the store does not record belongs here.
-UNPINNED_FLAGS = {"--model.name", "--model.label"}
+# Builder flags whose value the existing store does not pin: the first two pick the model slot a
+# build fills (a new value adds a model rather than conflicting), the others say how to run (where,
+# how often to checkpoint), not what to store; so only values bad in themselves are tried. A new
+# flag the store does not record belongs here.
+UNPINNED_FLAGS = {"--model.name", "--model.label", "--commit_seconds", "--cluster", "--cluster.address",
+                  "--cluster.threads_per_worker"}
 BASE_FLAGS = {*BASE_VALUES, "--model.name", "--store"}
 
 Capture = pytest.CaptureFixture[str]
@@ -394,7 +396,7 @@ def bad_values(entry: EntryPoint) -> st.SearchStrategy[list[str]]:
     switches = [flag.name for flag in entry.flags if flag.kind == "switch"]
     cases = [TEXT.map(lambda text, name=name: [f"{name}={text}"]) for name in switches]
     for flag in entry.flags:
-        values = bad_value(flag, entry.writes_store)
+        values = bad_value(flag, entry.writes_store and flag.name not in UNPINNED_FLAGS)
         if values is not None:
             cases.append(values.map(lambda value, name=flag.name: [name, value]))
     return st.one_of(cases)

@@ -13,7 +13,8 @@ import zarr
 
 from analysis import open_store
 from conftest import BUCKET, TINY_ARGS
-from store import ModelSlot, StatsBlock, StatsLayout, StatsWriter, StoreLocation, open_session, validate_store
+from small_stores import write_slot
+from store import ModelSlot, StatsLayout, StoreLocation, open_session, validate_store
 
 Runner = Callable[..., tuple[int, str, str]]
 
@@ -46,7 +47,7 @@ def test_open_trims_uncommitted_tokens(tiny_model: Callable[[str], Path], collec
     zarr.open_group(store, path="stats", mode="r+")["committed_tokens"][0] = 2048  # as if still building
     opened = open_store(str(store))
     assert opened.sizes["token"] == 2048
-    assert opened.value.chunks[-1] == (2048,)  # one dask chunk per shard, not per inner chunk
+    assert opened.value.chunks[-1] == (1024, 1024)  # one dask chunk per shard (a unit), not per inner chunk
 
 
 _LAYOUT = StatsLayout(layers=("embed", "middle"), metrics=("rms", "kurtosis"), n_tokens=1024, n_channels=2,
@@ -67,10 +68,9 @@ def _commit(location: StoreLocation, label: str, seed: int, n_tokens: int) -> No
     attrs = {"build_config": {"max_tokens": _LAYOUT.n_tokens}, "token_chunk": _LAYOUT.token_chunk}
     session = open_session(location, _LAYOUT, slot, attrs)
     values, channels = _model_data(seed)
-    writer = StatsWriter(session.group, session.slot, _LAYOUT.token_chunk, session.committed)
-    writer.append(StatsBlock(0, values[:, :, :n_tokens], channels[:, :n_tokens],
-                             np.arange(n_tokens, dtype=np.int32), np.zeros(n_tokens, np.int64)))
-    assert writer.committed == n_tokens
+    write_slot(session, values[:, :, :n_tokens], channels[:, :n_tokens], np.arange(n_tokens, dtype=np.int32),
+               np.zeros(n_tokens, np.int64))
+    assert int(session.group["committed_tokens"][session.slot]) == n_tokens
 
 
 @pytest.mark.parametrize("committed", [(768, 256), (256, 768)], ids=["first-ahead", "second-ahead"])

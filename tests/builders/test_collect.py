@@ -35,7 +35,7 @@ def test_collect_writes_a_valid_store(tiny_model: Callable[[str], Path], collect
     assert code == 0, err
     assert str(store) in out and "open_zarr" in out
     dataset = validate_store(str(store))
-    assert dataset.sizes == {"model": 1, "layer": 3, "metric": 13, "token": 4096, "channel": 8}
+    assert dataset.sizes == {"model": 1, "layer": 3, "metric": 13, "token": 4096, "channel": 8, "unit": 4}
     assert list(dataset.layer.values) == ["embed", "middle", "pre_last"]
     assert dataset.layer_index.values.tolist() == [[-1, 3, 4]]  # 6 blocks: middle 3, pre_last 4
     values = dataset.value.values
@@ -132,12 +132,13 @@ def test_kill_then_resume_is_bitwise_identical(tiny_model: Callable[[str], Path]
                                                tmp_path: Path) -> None:
     common = ["--model.name", str(tiny_model("llama")), "--data.max_tokens", "12288", "--data.max_seq_len",
               "128", "--data.batch_size", "3", "--stats.channels", "8", "--stats.commit_tokens", "512",
-              "--model.device", "cpu", "--progress", "false"]
+              "--stats.shard_tokens", "1536", "--model.device", "cpu", "--progress", "false"]
     reference, resumed = tmp_path / "ref.zarr", tmp_path / "resumed.zarr"
     assert collect_cli(*common, "--store", str(reference))[0] == 0
-    args = [*common, "--store", str(resumed)]
-    first_kill = _kill_after(args, resumed, 512)
-    second_kill = _kill_after(args, resumed, first_kill + 5 * 512)
+    # a checkpoint after every batch: kills land mid-unit too, and the resumes reload checkpoints
+    args = [*common, "--store", str(resumed), "--commit_seconds", "0"]
+    first_kill = _kill_after(args, resumed, 1536)
+    second_kill = _kill_after(args, resumed, first_kill + 2 * 1536)
     assert 0 < first_kill < second_kill < 12288, "the builds were not interrupted mid-way"
     finished = _spawn(args)
     _, err = finished.communicate(timeout=300)

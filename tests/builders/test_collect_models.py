@@ -16,7 +16,7 @@ from tiny_models import merged_tokenizer, save_tiny_model
 from builders._config import DataConfig
 from builders._packing import iter_rows
 from builders._text import iter_documents
-from store import StatsBlock, StatsWriter, validate_store
+from store import UNIT_COMMITTED, UnitWriter, validate_store
 
 Runner = Callable[..., tuple[int, str, str]]
 SEQ_LEN = 128  # --data.max_seq_len in TINY_ARGS
@@ -62,13 +62,10 @@ def merged_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_model("gpt2", tmp_path_factory.mktemp("gpt2-merged"), seed=1, tokenizer=tokenizer)
 
 
-class _KilledAfterFirstCommit(StatsWriter):
-    """A writer that stops the build like Ctrl-C right after its first commit."""
-
-    def append(self, block: StatsBlock) -> None:
-        super().append(block)
-        if self.committed > 0:
-            raise KeyboardInterrupt
+def _killed_after_first_commit(writer: UnitWriter, original: Callable[[UnitWriter], None] = UnitWriter.commit) -> None:
+    """A unit commit that stops the build like Ctrl-C right after it."""
+    original(writer)
+    raise KeyboardInterrupt
 
 
 def test_resume_with_another_dtype_is_refused(tiny_model: Callable[[str], Path], collect_cli: Runner,
@@ -76,13 +73,14 @@ def test_resume_with_another_dtype_is_refused(tiny_model: Callable[[str], Path],
     store = tmp_path / "s.zarr"
     common = ["--model.name", str(tiny_model("llama")), "--store", str(store), "--data.max_tokens", "1024",
               "--data.max_seq_len", "128", "--data.batch_size", "2", "--stats.commit_tokens", "256",
+              "--stats.shard_tokens", "256",
               "--stats.channels", "8", "--model.device", "cpu", "--progress", "false"]
     with monkeypatch.context() as patched:
-        patched.setattr("builders.collect.StatsWriter", _KilledAfterFirstCommit)
+        patched.setattr(UnitWriter, "commit", _killed_after_first_commit)
         code, _, err = collect_cli(*common, "--model.dtype", "float32")
     assert code == 130, err
-    committed = int(xr.open_zarr(store, group="stats", consolidated=False).committed_tokens.values[0])
-    assert 0 < committed < 1024, "the first build must stop part-way, after a commit"
+    units = xr.open_zarr(store, group="stats", consolidated=False).unit_state.values[0]
+    assert (units == UNIT_COMMITTED).sum() == 1, "the first build must stop part-way, after a unit's commit"
     before = tree_digest(store)
     code, out, err = collect_cli(*common, "--model.dtype", "bfloat16")
     assert code == 2, out + err

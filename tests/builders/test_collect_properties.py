@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 import store._stats_store
 from builders.collect import main
 from conftest import TINY_ARGS
-from store import ContractError, StatsWriter, validate_store
+from store import ContractError, UnitWriter, validate_store
 from tiny_models import merged_tokenizer, save_tiny_model
 
 TEXT = " ".join(f"sentence {i} about the quick brown fox." for i in range(160))  # ~6,000 bytes
@@ -45,26 +45,26 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @contextmanager
 def _killed_after(commits: int | None, in_finish: bool) -> Iterator[None]:
-    """Raise KeyboardInterrupt after ``commits`` region writes, or when finishing: a kill."""
-    original_write, original_consolidate = StatsWriter._write_region, store._stats_store.consolidate_if_stale
+    """Raise KeyboardInterrupt after ``commits`` unit commits, or when finishing: a kill."""
+    original_write, original_consolidate = UnitWriter.commit, store._stats_store.consolidate_if_stale
     written = [0]
 
-    def write_region(self: StatsWriter, size: int) -> None:
+    def write_region(self: UnitWriter) -> None:
         if commits is not None and written[0] >= commits:
             raise KeyboardInterrupt
-        original_write(self, size)
+        original_write(self)
         written[0] += 1
 
     def consolidate_if_stale(location: object) -> bool:
         raise KeyboardInterrupt
 
-    StatsWriter._write_region = write_region  # type: ignore[method-assign]
+    UnitWriter.commit = write_region  # type: ignore[method-assign]
     if in_finish:
         store._stats_store.consolidate_if_stale = consolidate_if_stale
     try:
         yield
     finally:
-        StatsWriter._write_region = original_write  # type: ignore[method-assign]
+        UnitWriter.commit = original_write  # type: ignore[method-assign]
         store._stats_store.consolidate_if_stale = original_consolidate
 
 

@@ -25,9 +25,7 @@ from conftest import BUCKET
 from store import (
     ContractError,
     ModelSlot,
-    StatsBlock,
     StatsLayout,
-    StatsWriter,
     StoreLocation,
     StoreMismatchError,
     consolidate,
@@ -35,11 +33,12 @@ from store import (
     open_session,
     validate_store,
 )
+from small_stores import downgrade_to_format_1, write_slot
 from store._integrity import check_intact, damage
 
 N_TOKENS, CHUNK, SHARD = 600_000, 131_072, 262_144
 LAYOUT = StatsLayout(layers=("embed",), metrics=("rms",), n_tokens=N_TOKENS, n_channels=1, token_chunk=CHUNK)
-ATTRS = {"format": "activation-stats", "format_version": 1, "metric_definitions": {"rms": ""},
+ATTRS = {"format": "activation-stats", "format_version": 2, "metric_definitions": {"rms": ""},
          "dataset": {"name": "test"}, "build_config": {"max_tokens": N_TOKENS}, "token_chunk": CHUNK,
          "created": "now", "versions": {}}
 HALF = 3 * CHUNK  # what model 'half' committed
@@ -53,23 +52,24 @@ def _slot(label: str) -> ModelSlot:
     return ModelSlot(label, np.array([-1]), np.array([[0]]), provenance)
 
 
-def _block(n: int) -> StatsBlock:
+def _block(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Tokens 0..n. value is NaN (its fill) over the second inner chunk, doc_index 0 (its fill)
     over the whole first shard: chunks the old writer left out, the new one stores."""
     values = (np.arange(n, dtype=np.float32) / 7)[None, None]
     values[..., CHUNK:2 * CHUNK] = np.nan
     channels = np.arange(n, dtype=np.float32)[None, :, None] + 0.5
-    return StatsBlock(0, values, channels, np.arange(n, dtype=np.int32) % 1000 + 1, np.arange(n) // 300_000)
+    return values, channels, np.arange(n, dtype=np.int32) % 1000 + 1, np.arange(n) // 300_000
 
 
-def _write_like_the_old_writer(group: zarr.Group, slot: int, block: StatsBlock) -> None:
+def _write_like_the_old_writer(group: zarr.Group, slot: int, n: int) -> None:
     """The writer before empty_chunks_written: region writes that drop all-fill chunks and shards."""
-    for start in range(0, block.n_tokens, CHUNK):
-        end = min(start + CHUNK, block.n_tokens)
-        group["value"][slot, :, :, start:end] = block.values[:, :, start:end]
-        group["channel_value"][slot, :, start:end] = block.channels[:, start:end]
-        group["token_id"][slot, start:end] = block.token_ids[start:end]
-        group["doc_index"][slot, start:end] = block.doc_index[start:end]
+    values, channels, token_ids, doc_index = _block(n)
+    for start in range(0, n, CHUNK):
+        end = min(start + CHUNK, n)
+        group["value"][slot, :, :, start:end] = values[:, :, start:end]
+        group["channel_value"][slot, :, start:end] = channels[:, start:end]
+        group["token_id"][slot, start:end] = token_ids[start:end]
+        group["doc_index"][slot, start:end] = doc_index[start:end]
         group["committed_tokens"][slot] = end
 
 
@@ -79,13 +79,15 @@ def _build(location: StoreLocation, new: bool) -> None:
         if new:  # the new writer's mark and setting, whether or not open_session already set them
             session.group.attrs["empty_chunks_written"] = True
             with zarr.config.set({"array.write_empty_chunks": True}):
-                StatsWriter(session.group, session.slot, CHUNK, 0).append(_block(n))
+                write_slot(session, *_block(n))
         else:
             session.group.attrs.pop("empty_chunks_written", None)
             with zarr.config.set({"array.write_empty_chunks": False}):
-                _write_like_the_old_writer(session.group, session.slot, _block(n))
+                _write_like_the_old_writer(session.group, session.slot, n)
         consolidate(location)
         finish(location, session, N_TOKENS)
+    if not new:
+        downgrade_to_format_1(location)
 
 
 @dataclass(frozen=True)

@@ -193,3 +193,18 @@ def test_a_failing_renewal_is_named_when_the_build_stops(location: StoreLocation
     with pytest.raises(LeaseError, match="could not be renewed: endpoint http://127.0.0.1:9 refused"):
         lease.ensure_held()
     lease.release()
+
+
+def test_live_leases_finds_unit_claims_and_reads_only_recent_records(
+        location: StoreLocation, monkeypatch: pytest.MonkeyPatch) -> None:
+    for unit in range(3):  # released claims of a finished build: listed, never read
+        Lease(location, f"stats/m/units/{unit:06d}", "done").acquire().release()
+    _plant(location, "stats/m/units/000003", expires=time.time() + 30)  # a worker elsewhere, computing
+    reads: list[int] = []
+    original = LeaseFolder.read
+    monkeypatch.setattr(LeaseFolder, "read", lambda folder, generation: reads.append(1) or original(folder, generation))
+    assert [record.key for record in live_leases(location, "stats")] == ["stats/m/units/000003"]
+    assert len(reads) == 4  # all four were written just now: each is read once
+    monkeypatch.setattr("store._lease._RECENT", -60.0)  # as if every record were written long ago
+    reads.clear()
+    assert live_leases(location, "stats") == [] and reads == []

@@ -11,11 +11,13 @@ import xarray as xr
 from small_stores import ATTRS, LAYOUT, build_valid_store, model_slot
 
 from store import (
+    UNIT_COMMITTED,
+    UnitWriter,
+    plan_units,
     CACHE_ENV,
     CatalogError,
     ContractError,
     StatsBlock,
-    StatsWriter,
     StoreLocation,
     StoreLocationError,
     StoreMismatchError,
@@ -224,6 +226,7 @@ def test_a_token_chunk_of_one_is_valid(valid_dataset: xr.Dataset) -> None:
     """``token_chunk`` 1 is a positive integer: the attribute rule accepts it."""
     one_token = valid_dataset.isel(token=slice(0, 1)).assign(committed_tokens=valid_dataset.committed_tokens * 0 + 1)
     one_token.attrs["token_chunk"] = 1
+    one_token.attrs["unit_tokens"] = 1
     for name in ("value", "channel_value", "token_id", "doc_index"):
         shape = [1] * one_token[name].ndim
         one_token[name].encoding.update(chunks=tuple(shape), shards=tuple(shape))
@@ -265,14 +268,20 @@ def test_a_store_without_models_attr_is_checked_by_build_config_only(tmp_path: P
     assert stored is not None and stored.committed == {"m": 600}
 
 
-# ---- store._writer.StatsWriter ------------------------------------------------------------------------
+# ---- store._writer.UnitWriter ------------------------------------------------------------------------
 
 
-def test_exactly_one_token_chunk_is_committed_at_once(tmp_path: Path) -> None:
-    """A block that fills the token chunk exactly is written and committed without waiting for a flush."""
+def test_a_unit_is_written_only_when_committed(tmp_path: Path) -> None:
+    """Blocks are held until commit: the shard is written once, then the unit's marker."""
     session = open_session(StoreLocation(str(tmp_path / "s.zarr")), LAYOUT, model_slot("m"), ATTRS)
-    writer = StatsWriter(session.group, session.slot, LAYOUT.token_chunk, 0)
-    n = LAYOUT.token_chunk
-    writer.append(StatsBlock(0, np.ones((2, 2, n), np.float32), np.ones((2, n, 2), np.float32),
-                             np.arange(n, dtype=np.int32), np.zeros(n, np.int64)))
-    assert writer.committed == n and int(session.group["committed_tokens"][0]) == n
+    unit = plan_units(LAYOUT.n_tokens, LAYOUT.shard_tokens)[0]
+    writer = UnitWriter(session.group, session.slot, unit, None, None, commit_seconds=0.0)
+    writer.append(StatsBlock(0, np.ones((2, 2, 100), np.float32), np.ones((2, 100, 2), np.float32)))
+    assert np.isnan(session.group["value"][0, 0, 0, :100]).all()
+    with pytest.raises(RuntimeError, match="holds tokens 0..100"):
+        writer.commit()  # an incomplete unit is never committed
+    rest = unit.n_tokens - 100
+    writer.append(StatsBlock(100, np.ones((2, 2, rest), np.float32), np.ones((2, rest, 2), np.float32)))
+    writer.commit()
+    assert int(session.group["unit_state"][0, 0]) == UNIT_COMMITTED
+    assert (session.group["value"][0, 0, 0, :unit.end] == 1).all()

@@ -62,7 +62,7 @@ BROKEN_RULES = {
     "wrong layer_index": (lambda d: d.assign(layer_index=d.layer_index + 1), "layer_index of 'embed'"),
     # _check_attrs
     "format": (_set_attr("format", "other"), "attrs['format'] is 'other'"),
-    "format_version": (_set_attr("format_version", 2), "attrs['format_version'] is 2"),
+    "format_version": (_set_attr("format_version", 3), "attrs['format_version'] is 3"),
     "metric definition": (_set_attr("metric_definitions", {"rms": ""}), "metrics without a definition"),
     "provenance": (_set_attr("models", {"m": {"model_id": "m"}}), "provenance of model 'm' lacks"),
     # _check_chunks
