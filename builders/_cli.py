@@ -10,14 +10,17 @@ import argparse
 import ast
 import dataclasses
 import inspect
+import os
+import sys
 import textwrap
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
-from store import OneLineParser, parse_storage_options
+from store import InputError, OneLineParser, parse_storage_options
 from store._options import check_path_text
 from store.errors import ConfigError, first_line
 
@@ -25,7 +28,14 @@ Config = TypeVar("Config")
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """The docstring written under each field of a dataclass."""
+    """The docstring written under each field of a dataclass (its base dataclasses' fields too)."""
+    docs: dict[str, str] = {}
+    for klass in reversed([k for k in cls.__mro__ if dataclasses.is_dataclass(k)]):
+        docs.update(_own_field_docs(klass))
+    return docs
+
+
+def _own_field_docs(cls: type) -> dict[str, str]:
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     body = tree.body[0].body  # type: ignore[attr-defined]
     docs = {}
@@ -69,8 +79,13 @@ def parse_text(value: Any) -> str:
 
 
 def parse_list(text: str | list[Any]) -> list[str]:
+    """Comma-separated text, or a list (a YAML list, or a flag given several values or times)."""
+    if text is None or isinstance(text, (dict, bool)) or (
+            isinstance(text, list) and any(item is None or isinstance(item, (dict, list, bool)) for item in text)):
+        raise ConfigError(f"expected a list or comma-separated text, got {text!r}")
     if isinstance(text, list):
-        return [str(item) for item in text]
+        return [piece for item in text for piece in parse_list(str(item))] if all(
+            isinstance(item, str) for item in text) else [str(item) for item in text]
     return [item.strip() for item in str(text).split(",") if item.strip()]
 
 
@@ -147,6 +162,9 @@ def _add_field(parser: Any, dest: str, annotation: Any, doc: str, default: Any) 
         parser.add_argument(*flags, dest=dest, nargs="?", const="true", metavar="BOOL", help=help_text)
     elif typing.get_origin(annotation) is dict:
         parser.add_argument(*flags, dest=dest, action="append", metavar="KEY=VALUE", help=help_text)
+    elif typing.get_origin(annotation) is list:  # a,b or a b, and the flag repeated: all of them
+        parser.add_argument(*flags, dest=dest, nargs="+", action="extend", metavar=dest.split(".")[-1].upper(),
+                            help=help_text)
     else:
         parser.add_argument(*flags, dest=dest, metavar=dest.split(".")[-1].upper(), help=help_text)
 
@@ -266,6 +284,34 @@ def _convert(annotation: Any, value: Any, dotted: str) -> Any:
         raise ConfigError(f"{dotted} expects {getattr(annotation, '__name__', annotation)}, got {value!r}") from error
     except ConfigError as error:
         raise ConfigError(f"{dotted}: {error}") from error
+
+
+def check_output_path(text: str, what: str, folder: bool = False) -> Path:
+    """An output file (or folder) that can be created: refused now, before any work, if it cannot."""
+    path = Path(text).expanduser()
+    check_path_text(text, what)
+    existing = next((p for p in (path, *path.parents) if p.exists()), Path("/"))
+    if existing == path and path.is_dir() != folder:
+        raise ConfigError(f"{what} {text!r} is {'a file' if folder else 'a folder'}; pass a "
+                          f"{'folder' if folder else 'file'} path")
+    if existing != path and not existing.is_dir():
+        raise ConfigError(f"{what} {text!r} cannot be created: {str(existing)!r} is a file; choose another path")
+    if not os.access(existing, os.W_OK):
+        raise ConfigError(f"{what} {text!r} cannot be written ({str(existing)!r} is not writable); choose another path")
+    return path
+
+
+def run_cli(cls: type[Config], argv: list[str] | None, prog: str, description: str,
+            run: Callable[[Config], int]) -> int:
+    """Parse the command line and run; bad input is one ``error:`` line and exit 2, Ctrl-C exit 130."""
+    try:
+        return run(parse_config(cls, argv, prog, description))
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: everything committed is kept; rerun the same command to resume", file=sys.stderr)
+        return 130
 
 
 def parse_config(cls: type[Config], argv: list[str] | None, prog: str, description: str) -> Config:

@@ -19,7 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from builders import _models as models
-from builders._cli import parse_config
+from builders._cli import run_cli
 from builders._config import CollectConfig
 from builders._distributed import connect, models_on_workers, run_units
 from builders._packing import count_rows, iter_rows, peek_rows, unit_rows
@@ -32,7 +32,6 @@ from store import (
     STATS_GROUP,
     UNIT_COMMITTED,
     UNIT_EMPTY,
-    InputError,
     Lease,
     ModelSlot,
     StatsLayout,
@@ -268,16 +267,7 @@ def _nothing_to_do(label: str, location: StoreLocation, n_tokens: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        config = parse_config(CollectConfig, argv, "python -m builders.collect", DESCRIPTION)
-        return run(config)
-    except InputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: committed tokens are kept; rerun the same command to resume", file=sys.stderr)
-        return 130
-
+    return run_cli(CollectConfig, argv, "python -m builders.collect", DESCRIPTION, run)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,6 +9,20 @@ from store._consolidated import consolidate, stale_metadata
 from store._faults import reporting_write_faults, write_fault
 from store._guard import check_ours_or_empty, is_our_store
 from store._integrity import Damage, check_intact, damage
+from store._items import (
+    CAPTURES_GROUP,
+    ENCODINGS_GROUP,
+    HYPERCUBES_GROUP,
+    ITEM_GROUPS,
+    complete_items,
+    effective_exponent,
+    item_path,
+    labels_in,
+    open_item,
+    prepare_group,
+    remove_items,
+    write_item,
+)
 from store._lease import LEASE_DIR, Lease, LeaseError, LeaseRecord, live_leases, slot_key
 from store._location import StoreLocation
 from store._options import OneLineParser, parse_storage_options
@@ -54,8 +68,12 @@ from store.errors import (
 
 __all__ = [
     "CACHE_ENV",
+    "CAPTURES_GROUP",
+    "ENCODINGS_GROUP",
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "HYPERCUBES_GROUP",
+    "ITEM_GROUPS",
     "LEASE_DIR",
     "STATS_GROUP",
     "UNIT_COMMITTED",
@@ -88,16 +106,23 @@ __all__ = [
     "check_ours_or_empty",
     "claim_unit",
     "committed_prefix",
+    "complete_items",
     "consolidate",
     "damage",
     "default_catalog_path",
+    "effective_exponent",
     "finish",
     "is_our_store",
+    "item_path",
+    "labels_in",
     "live_leases",
     "load_catalog",
+    "open_item",
     "open_session",
     "parse_storage_options",
     "plan_units",
+    "prepare_group",
+    "remove_items",
     "publish_prefix",
     "reporting_write_faults",
     "resolve_location",
@@ -109,5 +134,6 @@ __all__ = [
     "validate_stats",
     "validate_store",
     "write_fault",
+    "write_item",
     "write_unit_tokens",
 ]

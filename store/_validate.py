@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import warnings
 import re
 from typing import Any
 
 import numpy as np
 import xarray as xr
+import zarr
 
 from store._consolidated import stale_metadata
 from store._integrity import Damage, damage
+from store._items import ITEM_GROUPS
 from store._location import StoreLocation
 from store._schema import (
     DIMS,
@@ -24,6 +27,7 @@ from store._schema import (
     UNIT_TOKENS_ATTR,
 )
 from store._units import committed_prefix, plan_units
+from store._validate_items import item_problems
 from store.errors import ContractError, StoreLocationError
 
 LAYER_LABEL = re.compile(r"^(embed|middle|pre_last|layer_\d+)$")
@@ -33,11 +37,22 @@ _SECRET_KEY = re.compile(r"(secret|password|access_key|session_token|storage_opt
 
 
 def validate_store(location: StoreLocation | str) -> xr.Dataset:
-    """Open ``location`` with plain xarray, check the whole contract, return the Dataset."""
+    """Open ``location`` with plain xarray, check the whole contract, return the ``stats`` Dataset.
+
+    A store may hold ``stats``, the item groups (captures, encodings, hypercube views), or both;
+    for a store without ``stats`` the returned Dataset is empty.
+    """
     if isinstance(location, str):
         location = StoreLocation(location)
     if not location.exists():
         raise StoreLocationError(f"no store at {location.display()!r} (no zarr.json); check the path or URL")
+    groups = _top_groups(location)
+    if STATS_GROUP not in groups and not groups & set(ITEM_GROUPS):
+        _raise([f"it holds none of the groups {[STATS_GROUP, *ITEM_GROUPS]} (found {sorted(groups)})"],
+               location.display())
+    if STATS_GROUP not in groups:
+        _raise(_stale_metadata(location) + item_problems(location), location.display())
+        return xr.Dataset()
     damaged = damage(location)
     if any(item.in_metadata for item in damaged):  # zarr and xarray would raise raw parser errors
         _raise(_damage_lines(damaged), location.display())
@@ -46,9 +61,20 @@ def validate_store(location: StoreLocation | str) -> xr.Dataset:
         dataset = xr.open_zarr(location.zarr_store(read_only=True), group=STATS_GROUP)
     except (ValueError, KeyError, FileNotFoundError) as error:  # e.g. arrays disagree on a dim's size
         _raise([*problems, f"xarray cannot open the {STATS_GROUP!r} group ({error})"], location.display())
-    problems += _check_dataset(dataset) + _damage_lines(damaged)
+    problems += _check_dataset(dataset) + _damage_lines(damaged) + item_problems(location)
     _raise(problems, location.display())
     return dataset
+
+
+def _top_groups(location: StoreLocation) -> set[str]:
+    """The groups directly under the root (by their own zarr.json, not the consolidated copy)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # _leases/ and _staging/ are not Zarr nodes
+            root = zarr.open_group(location.zarr_store(read_only=True), mode="r", use_consolidated=False)
+            return {name for name, _ in root.groups()}
+    except (ValueError, TypeError, KeyError):  # a damaged root: the stats checks below name it
+        return {STATS_GROUP}
 
 
 def _stale_metadata(location: StoreLocation) -> list[str]:

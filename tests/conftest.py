@@ -118,3 +118,15 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[StoreLocatio
     options = request.getfixturevalue("s3_options")
     location = StoreLocation(f"s3://{BUCKET}/{uuid.uuid4().hex}.zarr", options)
     return location, ["--store", location.url, "--storage_options", f"endpoint_url={options['endpoint_url']}"]
+
+
+@pytest.fixture(scope="session")
+def captured_store(tmp_path_factory: pytest.TempPathFactory, tiny_model: Callable[[str], Path]) -> Path:
+    """A store with one capture (tiny Llama, "Hello world" + 4 generated tokens); copy it before writing."""
+    from builders.capture import main as capture_main
+
+    store = tmp_path_factory.mktemp("captured") / "captured.zarr"
+    code = capture_main(["--model.name", str(tiny_model("llama")), "--store", str(store), "--prompt", "Hello world",
+                         "--generate.max_new_tokens", "4", "--model.device", "cpu", "--progress", "false"])
+    assert code == 0
+    return store

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 import numpy as np
 import zarr
 
 from store import (
-    consolidate,
     ModelSlot,
     StatsBlock,
     StatsLayout,
     StoreLocation,
     UnitWriter,
     WriteSession,
+    consolidate,
     finish,
     open_session,
     plan_units,
@@ -78,3 +79,9 @@ def downgrade_to_format_1(location: StoreLocation) -> None:
     group.attrs.clear()
     group.attrs.update({**attrs, "format_version": 1})
     consolidate(location)
+
+
+def copy_store(source: Path, target: Path) -> Path:
+    """A copy of a store, for a test that writes into it."""
+    shutil.copytree(source, target)
+    return target

@@ -64,7 +64,9 @@ BASE_VALUES = {**dict(zip(TINY_ARGS[::2], TINY_ARGS[1::2])), "--cache": "off"}
 # how often to checkpoint), not what to store; so only values bad in themselves are tried. A new
 # flag the store does not record belongs here.
 UNPINNED_FLAGS = {"--model.name", "--model.label", "--commit_seconds", "--cluster", "--cluster.address",
-                  "--cluster.threads_per_worker"}
+                  "--cluster.threads_per_worker",
+                  # builders.capture: a store of statistics pins none of a capture's settings
+                  "--prompt", "--generate.max_new_tokens", "--generate.temperature", "--generate.seed", "--export"}
 BASE_FLAGS = {*BASE_VALUES, "--model.name", "--store"}
 
 Capture = pytest.CaptureFixture[str]
@@ -513,8 +515,9 @@ def _structured_configs(entry: EntryPoint) -> st.SearchStrategy[Any]:
             lambda key: _nested(f"{section}.{key}" if section else key, 1)))
     wrong_type = field.flatmap(
         lambda dotted: _wrong_value(entry.fields[dotted]).map(lambda value: _nested(dotted, value)))
-    bad_section = st.tuples(st.sampled_from(sorted(known.keys() - {""})), scalars | st.lists(st.integers())).map(
-        lambda pair: {pair[0]: pair[1]})
+    sections = sorted(known.keys() - {""})  # an entry point may have none (all its keys top-level)
+    bad_section = st.tuples(st.sampled_from(sections), scalars | st.lists(st.integers())).map(
+        lambda pair: {pair[0]: pair[1]}) if sections else st.nothing()
     return st.one_of(not_mapping, unknown_key, wrong_type, bad_section, _unusable_paths(entry))
 
 
@@ -526,6 +529,8 @@ def _unusable_paths(entry: EntryPoint) -> st.SearchStrategy[Any]:
     paths = sorted(flag.name[2:] for flag in entry.flags if flag.kind == "path" and flag.role != "output"
                    and flag.name[2:] in entry.fields and flag.name not in BASE_FLAGS)
     with_nul = st.tuples(TEXT, TEXT).map(lambda parts: "\x00".join(parts))
+    if not paths:  # every path of this entry point is on the base command line
+        return st.nothing()
     return st.sampled_from(paths).flatmap(
         lambda dotted: st.one_of(with_nul, UNKNOWN_HOME, LONG_NAME).map(lambda text: _nested(dotted, text)))
 
@@ -582,6 +587,16 @@ def _folder(content: st.SearchStrategy[bytes], names: st.SearchStrategy[str] = F
     return st.builds(lambda name, inside: Garbage("folder", name, tuple(inside.items())), NAME, files)
 
 
+def prompt_text(data: bytes) -> bool:
+    """Whether a file is one a prompt reader takes: UTF-8 text, no control characters, a non-blank line."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    lines = [line for line in text.splitlines() if line.strip()]
+    return bool(lines) and not any(ch < " " and ch != "\t" or ch == "\x7f" for line in lines for ch in line)
+
+
 def valid_catalog(data: bytes) -> bool:
     """Whether a file is a catalog the analysis would accept (docs: a 'stores:' mapping of url entries)."""
     try:
@@ -621,6 +636,8 @@ def garbage_for(entry: EntryPoint, target: str) -> st.SearchStrategy[Garbage]:
     content = CONTENT
     if target == "--config":
         content = CONTENT.filter(lambda data: not acceptable_config(data, entry))
+    if target == "--prompt_file":  # any line of text is a prompt: only what is not text must be refused
+        content = CONTENT.filter(lambda data: not prompt_text(data))
     if role == "output":
         return st.one_of(_files("file", content), _files("below-file", content))
     missing = st.builds(lambda name: Garbage("missing", name), st.one_of(FILE_NAME, LONG_NAME))
