@@ -149,7 +149,7 @@ def check_encoding(encoded: Encoded, values: np.ndarray, bits: np.ndarray, fmt: 
 @pytest.mark.parametrize("fmt", [FLOAT32, FLOAT16], ids=["float32", "float16"])
 @EXPLORE
 @given(data=st.data(), scale_factor=st.sampled_from(SCALE_FACTORS), quantize=st.sampled_from(QUANTIZE))
-def test_encoding_is_exact_rational_arithmetic(fmt: Any, data: st.DataObject, scale_factor: int,
+def test_encoding_is_exact_rational_arithmetic(fmt: BinaryFormat, data: st.DataObject, scale_factor: int,
                                                quantize: float) -> None:
     bits = data.draw(finite_patterns(fmt))
     values = float_values(bits, fmt)
