@@ -72,25 +72,39 @@ def scaled_magnitudes(significand: np.ndarray, exponent: np.ndarray, decimal_exp
                       n_limbs: int) -> np.ndarray:
     """(n, n_limbs) uint32 limbs of round_half_even(m * 10**e * 2**q), little-endian.
 
-    Elements are sorted once by their shift (a radix sort: shifts fit in 16 bits), so each
-    shift's elements are one contiguous slice: no gather or scatter per shift.
+    Elements are sorted once by their shift ``t = q + e`` (a radix sort: shifts fit in 16 bits),
+    so each shift's elements are one contiguous slice. For ``t >= 0`` the result is exact,
+    ``m * (5**e * 2**t)``: one multiplication by a constant. For ``t < 0`` it is
+    ``m * 5**e`` shifted right by ``-t`` with banker's rounding.
     """
-    product = _times_constant(significand, 5**decimal_exponent)
     shifts = (exponent + decimal_exponent).astype(np.int16)
     order = np.argsort(shifts, kind="stable")
-    product, shifts = np.take(product, order, axis=0), shifts[order]  # np.take: far faster than fancy rows
+    significand, shifts = significand[order], shifts[order]
     values, starts = np.unique(shifts, return_index=True)
     ends = [*starts[1:].tolist(), shifts.shape[0]]
     result = np.zeros((significand.shape[0], n_limbs), np.uint32)
+    five_power = 5**decimal_exponent
     for shift, start, end in zip(values.tolist(), starts.tolist(), ends):
-        block = product[start:end]
+        block = significand[start:end]
         if shift >= 0:
-            _shift_left_into(result[start:end], block, shift)
+            _times_constant_into(result[start:end], block, five_power << shift)
         else:
-            result[start:end] = _round_right(block, -shift, n_limbs)
+            result[start:end] = _round_right(_times_constant(block, five_power), -shift, n_limbs)
     inverse = np.empty_like(order)
     inverse[order] = np.arange(order.shape[0])
-    return np.take(result, inverse, axis=0)
+    return np.take(result, inverse, axis=0)  # np.take: far faster than fancy row indexing
+
+
+def _times_constant_into(out: np.ndarray, values: np.ndarray, constant: int) -> None:
+    """``out = values * constant`` exactly, into zeroed uint32 limbs (values < 2**31)."""
+    limbs = _to_limbs(constant)
+    first = next(index for index, limb in enumerate(limbs) if limb)  # low limbs of 2**t are zero
+    carry = np.zeros(values.shape[0], np.uint64)
+    for index in range(first, min(len(limbs) + 1, out.shape[1])):
+        limb = limbs[index] if index < len(limbs) else 0
+        partial = values * np.uint64(limb) + carry
+        out[:, index] = partial & _MASK
+        carry = partial >> np.uint64(LIMB_BITS)
 
 
 def _times_constant(values: np.ndarray, constant: int) -> np.ndarray:
@@ -113,17 +127,6 @@ def _to_limbs(number: int) -> list[int]:
         number >>= LIMB_BITS
         if not number:
             return limbs
-
-
-def _shift_left_into(out: np.ndarray, block: np.ndarray, shift: int) -> None:
-    """``out = block * 2**shift`` exactly (``out`` is zero and sized for the largest value)."""
-    limb_shift, bit_shift = divmod(shift, LIMB_BITS)
-    for source in range(block.shape[1]):
-        target = source + limb_shift
-        if target < out.shape[1]:
-            out[:, target] |= ((block[:, source] << np.uint64(bit_shift)) & _MASK).astype(np.uint32)
-        if bit_shift and target + 1 < out.shape[1]:
-            out[:, target + 1] |= (block[:, source] >> np.uint64(LIMB_BITS - bit_shift)).astype(np.uint32)
 
 
 def _round_right(block: np.ndarray, shift: int, n_limbs: int) -> np.ndarray:
