@@ -47,10 +47,7 @@ def validate_store(location: StoreLocation | str) -> xr.Dataset:
     if not location.exists():
         raise StoreLocationError(f"no store at {location.display()!r} (no zarr.json); check the path or URL")
     groups = _top_groups(location)
-    if STATS_GROUP not in groups and not groups & set(ITEM_GROUPS):
-        _raise([f"it holds none of the groups {[STATS_GROUP, *ITEM_GROUPS]} (found {sorted(groups)})"],
-               location.display())
-    if STATS_GROUP not in groups:
+    if STATS_GROUP not in groups and groups & set(ITEM_GROUPS):  # a store of captures only
         _raise(_stale_metadata(location) + item_problems(location), location.display())
         return xr.Dataset()
     damaged = damage(location)
