@@ -18,8 +18,7 @@ from analysis._cli import (
     parse_arguments,
 )
 from analysis._dataset_fit import fit
-from store import InputError, OneLineParser
-from store._options import check_path_text
+from store import InputError, OneLineParser, check_output_path
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -48,12 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def check_out_folder(out: Path) -> None:
     """Refuse an ``--out`` that cannot become a folder before any fit runs, not after minutes of work."""
-    check_path_text(str(out), "--out")
-    blocker = next((path for path in (out, *out.parents) if path.exists()), None)
-    if blocker is not None and not blocker.is_dir():
-        raise InputError(
-            f"--out {str(out)!r} is blocked by the file {str(blocker)!r}; choose another --out folder"
-        )
+    check_output_path(str(out), "--out", folder=True)
 
 
 def _plot_all(dataset: xr.Dataset, options: argparse.Namespace) -> list[Path]:

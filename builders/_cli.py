@@ -10,7 +10,6 @@ import argparse
 import ast
 import dataclasses
 import inspect
-import os
 import sys
 import textwrap
 import typing
@@ -284,21 +283,6 @@ def _convert(annotation: Any, value: Any, dotted: str) -> Any:
         raise ConfigError(f"{dotted} expects {getattr(annotation, '__name__', annotation)}, got {value!r}") from error
     except ConfigError as error:
         raise ConfigError(f"{dotted}: {error}") from error
-
-
-def check_output_path(text: str, what: str, folder: bool = False) -> Path:
-    """An output file (or folder) that can be created: refused now, before any work, if it cannot."""
-    path = Path(text).expanduser()
-    check_path_text(text, what)
-    existing = next((p for p in (path, *path.parents) if p.exists()), Path("/"))
-    if existing == path and path.is_dir() != folder:
-        raise ConfigError(f"{what} {text!r} is {'a file' if folder else 'a folder'}; pass a "
-                          f"{'folder' if folder else 'file'} path")
-    if existing != path and not existing.is_dir():
-        raise ConfigError(f"{what} {text!r} cannot be created: {str(existing)!r} is a file; choose another path")
-    if not os.access(existing, os.W_OK):
-        raise ConfigError(f"{what} {text!r} cannot be written ({str(existing)!r} is not writable); choose another path")
-    return path
 
 
 def run_cli(cls: type[Config], argv: list[str] | None, prog: str, description: str,

@@ -14,7 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from builders._exact import FORMATS, FloatFormat, decompose, limbs_to_python, scaled_magnitudes, scaled_to_float64
+from builders._exact import (
+    FORMATS,
+    FloatFormat,
+    decompose,
+    limbs_to_python,
+    scaled_magnitudes,
+    scaled_to_float64,
+)
 from store import InputError, effective_exponent
 
 FORMULA = "integer = round_half_even(x * 10**exponent), on the exact binary value of x"

@@ -22,7 +22,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from builders import _models as models
-from builders._cli import check_output_path, run_cli
+from builders._cli import run_cli
 from builders._item_configs import CaptureConfig
 from builders._npy_export import export_stats
 from builders._provenance import now, versions
@@ -33,6 +33,7 @@ from store import (
     Lease,
     StoreLocation,
     check_ours_or_empty,
+    check_output_path,
     complete_items,
     consolidate,
     item_path,

@@ -32,6 +32,7 @@ from store import (
     STATS_GROUP,
     UNIT_COMMITTED,
     UNIT_EMPTY,
+    UNIT_TOKENIZED,
     Lease,
     ModelSlot,
     StatsLayout,
@@ -204,13 +205,14 @@ def _build(config: CollectConfig, checked: _Checked, dtype: str, compute: Comput
                                replace_for=key if config.overwrite else None)
         if session.note:
             print(session.note)
-        units = _tokenise(config, checked.rows, session, lease)
-        return _compute_units(config, session, units, lease, compute, plugin)
+        units, states = _tokenise(config, checked.rows, session, lease)
+        return _compute_units(config, session, units, states, lease, compute, plugin)
 
 
 def _tokenise(config: CollectConfig, rows: Iterator[tuple[np.ndarray, np.ndarray]], session: WriteSession,
-              lease: Lease) -> list[Unit]:
-    """Write each unit's token ids once (cheap, CPU only); returns the units the text fills."""
+              lease: Lease) -> tuple[list[Unit], np.ndarray]:
+    """Write each unit's token ids once (cheap, CPU only); returns the units the text fills and
+    every unit's state (read once here: the build keeps it up to date from then on)."""
     layout, group, slot = session.layout, session.group, session.slot
     states = unit_states(group, slot)
     planned = plan_units(layout.n_tokens, layout.shard_tokens)
@@ -220,15 +222,15 @@ def _tokenise(config: CollectConfig, rows: Iterator[tuple[np.ndarray, np.ndarray
         for unit, token_ids, doc_index in unit_rows(rows, planned, config.data.max_seq_len):
             if states[unit.index] == UNIT_EMPTY:
                 write_unit_tokens(group, slot, unit, token_ids, doc_index, lease)
+                states[unit.index] = UNIT_TOKENIZED
             units.append(unit)
             progress.update(unit.n_tokens)
-    return units
+    return units, states
 
 
-def _compute_units(config: CollectConfig, session: WriteSession, units: list[Unit], lease: Lease,
-                   compute: Compute, plugin: str) -> int:
+def _compute_units(config: CollectConfig, session: WriteSession, units: list[Unit], states: np.ndarray,
+                   lease: Lease, compute: Compute, plugin: str) -> int:
     location, label, layout = session.location, session.label, session.layout
-    states = unit_states(session.group, session.slot)
     pending = [unit for unit in units if states[unit.index] != UNIT_COMMITTED]
     n_tokens = units[-1].end
     done = n_tokens - sum(unit.n_tokens for unit in pending)

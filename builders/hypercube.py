@@ -19,7 +19,7 @@ import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
-from builders._cli import check_output_path, run_cli
+from builders._cli import run_cli
 from builders._cube import CubeError, CubeLayout, cube_view, plan_cube, shape_for
 from builders._item_configs import HypercubeConfig
 from builders._item_pass import source_items, write_models
@@ -28,6 +28,7 @@ from store import (
     HYPERCUBES_GROUP,
     Lease,
     StoreLocation,
+    check_output_path,
     item_path,
     open_item,
     prepare_group,
@@ -88,11 +89,11 @@ def run(config: HypercubeConfig) -> int:
         check_output_path(config.export[1], "export folder", folder=True)
     how = "encode with python -m builders.integers" if config.source == "encodings" else "capture"
     work = source_items(location, config.source, config.model, how)
-    for items in work.values():  # every shape is checked before anything is written
-        for source in items.values():
-            _plan(open_item(location, source), config)
+    # every item opened and planned once, before anything is written (a shape that cannot be made fails here)
+    sources = {path: open_item(location, path) for items in work.values() for path in items.values()}
+    layouts = {path: _plan(source, config) for path, source in sources.items()}
     write_models(location, views_group(config.source), work, "hypercube",
-                 lambda label, items, lease: _model_views(location, config, label, items, lease))
+                 lambda label, items, lease: _model_views(location, config, label, items, lease, sources, layouts))
     print(f"Wrote {sum(len(items) for items in work.values())} hypercube view(s) into {location.display()} "
           f"(group {views_group(config.source)!r}); read one with builders.hypercube.open_view.")
     return 0
@@ -107,11 +108,10 @@ def _plan(source: xr.Dataset, config: HypercubeConfig) -> CubeLayout:
 
 
 def _model_views(location: StoreLocation, config: HypercubeConfig, label: str, items: dict[int, str],
-                 lease: Lease) -> None:
+                 lease: Lease, sources: dict[str, xr.Dataset], layouts: dict[str, CubeLayout]) -> None:
     group = views_group(config.source)
     for index, source_path in tqdm(sorted(items.items()), desc=f"hypercube {label}", disable=not config.progress):
-        source = open_item(location, source_path)
-        layout = _plan(source, config)
+        source, layout = sources[source_path], layouts[source_path]
         dataset = layout_dataset(layout, config.source, source_path)
         if config.materialize:
             dataset = dataset.assign({name: (_cube_dims(layout, name), _view(source[name], layout).rechunk("auto"))

@@ -16,7 +16,7 @@ import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
-from builders._cli import check_output_path, run_cli
+from builders._cli import run_cli
 from builders._encoding import Encoded, EncodingError, decode, encode, to_python_ints
 from builders._item_configs import IntegersConfig
 from builders._item_pass import source_items, write_models
@@ -26,6 +26,7 @@ from store import (
     ENCODINGS_GROUP,
     Lease,
     StoreLocation,
+    check_output_path,
     complete_items,
     item_path,
     open_item,

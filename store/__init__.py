@@ -25,7 +25,7 @@ from store._items import (
 )
 from store._lease import LEASE_DIR, Lease, LeaseError, LeaseRecord, live_leases, slot_key
 from store._location import StoreLocation
-from store._options import OneLineParser, parse_storage_options
+from store._options import OneLineParser, check_output_path, parse_storage_options
 from store._schema import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -104,6 +104,7 @@ __all__ = [
     "check_compatible",
     "check_intact",
     "check_ours_or_empty",
+    "check_output_path",
     "claim_unit",
     "committed_prefix",
     "complete_items",
@@ -122,8 +123,8 @@ __all__ = [
     "parse_storage_options",
     "plan_units",
     "prepare_group",
-    "remove_items",
     "publish_prefix",
+    "remove_items",
     "reporting_write_faults",
     "resolve_location",
     "slot_key",

@@ -92,11 +92,7 @@ def complete_items(location: StoreLocation, group: str, label: str) -> dict[int,
 
 def remove_items(location: StoreLocation, group: str, label: str) -> None:
     """Delete every item of model ``label`` in ``group`` (for ``--overwrite``; its lease is held)."""
-    fs, root = location.filesystem()
-    try:
-        fs.rm(f"{root.rstrip('/')}/{group}/{label}", recursive=True)
-    except FileNotFoundError:
-        return
+    location.remove_subtree(f"{group}/{label}")
 
 
 def labels_in(location: StoreLocation, group: str) -> list[str]:

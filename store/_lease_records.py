@@ -12,11 +12,9 @@ import json
 import os
 import re
 import socket
-import uuid
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 
-from store._location import StoreLocation, entry_name
+from store._location import StoreLocation, entry_name, publish_local
 
 LEASE_DIR = "_leases"
 HOST = socket.gethostname()
@@ -125,7 +123,7 @@ class LeaseFolder:
         target = self.file(record.generation)
         if self.is_local:
             os.makedirs(self.path, exist_ok=True)
-            _publish_local(target, record.to_bytes(), os.link)  # link fails if the target exists
+            publish_local(target, record.to_bytes(), os.link)  # link fails if the target exists
             return
         try:
             self.fs.pipe_file(target, record.to_bytes(), mode="create")
@@ -137,7 +135,7 @@ class LeaseFolder:
     def overwrite(self, record: LeaseRecord) -> None:
         target = self.file(record.generation)
         if self.is_local:
-            _publish_local(target, record.to_bytes(), os.replace)
+            publish_local(target, record.to_bytes(), os.replace)
         else:
             self.fs.pipe_file(target, record.to_bytes())
 
@@ -146,18 +144,3 @@ class LeaseFolder:
             self.fs.rm_file(self.file(generation))
         except FileNotFoundError:
             return
-
-
-def _publish_local(target: str, data: bytes, publish: Callable[[str, str], None]) -> None:
-    """Write a temporary file in full, then ``publish`` it (link: create-if-absent; replace: overwrite).
-
-    Readers never see half a record; the temporary file never outlives the call.
-    """
-    temporary = f"{target}.{uuid.uuid4().hex}.partial"
-    try:
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-        publish(temporary, target)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)

@@ -7,7 +7,7 @@ import os
 import shutil
 import urllib.parse
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,21 @@ def local_path_of(url: str) -> Path:
             )
         url = urllib.parse.unquote(parts.path)
     return Path(url).expanduser().resolve()
+
+
+def publish_local(target: str, data: bytes, publish: Callable[[str, str], None] = os.replace) -> None:
+    """Write a temporary file in full, then ``publish`` it (link: create-if-absent; replace: overwrite).
+
+    Readers never see half a file; the temporary file never outlives the call.
+    """
+    temporary = f"{target}.{uuid.uuid4().hex}.partial"
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+        publish(temporary, target)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
 
 
 @dataclass(frozen=True)
@@ -145,6 +160,17 @@ class StoreLocation:
             f"cannot reach store {self.display()!r}{self.endpoint_note()}: {first_line(error)}; "
             "check the URL, the endpoint and your credentials"
         )
+
+    def remove_subtree(self, key: str) -> None:
+        """Delete ``<store>/<key>`` and everything below it, if it exists.
+
+        For this project's own folders inside a store (a model's items, checkpoints), never the store.
+        """
+        fs, root = self.filesystem()
+        try:
+            fs.rm(f"{root.rstrip('/')}/{key}", recursive=True)
+        except FileNotFoundError:
+            return
 
     def remove(self, keep: tuple[str, ...] = ()) -> None:
         """Delete the whole hierarchy (used by --overwrite only): a store of this project or nothing.

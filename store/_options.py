@@ -13,6 +13,7 @@ import errno
 import os
 import sys
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, NoReturn
 
 import yaml
@@ -82,3 +83,18 @@ def parse_storage_option(item: Any) -> tuple[str, Any]:
 def parse_storage_options(items: Iterable[str]) -> dict[str, Any]:
     """``["anon=false", "endpoint_url=http://…"]`` as ``{"anon": False, "endpoint_url": "http://…"}``."""
     return dict(parse_storage_option(item) for item in items)
+
+
+def check_output_path(text: str, what: str, folder: bool = False) -> Path:
+    """An output file (or folder) that can be created: refused now, before any work, if it cannot."""
+    path = Path(text).expanduser()
+    check_path_text(text, what)
+    existing = next((p for p in (path, *path.parents) if p.exists()), Path("/"))
+    if existing == path and path.is_dir() != folder:
+        raise ConfigError(f"{what} {text!r} is {'a file' if folder else 'a folder'}; pass a "
+                          f"{'folder' if folder else 'file'} path")
+    if existing != path and not existing.is_dir():
+        raise ConfigError(f"{what} {text!r} cannot be created: {str(existing)!r} is a file; choose another path")
+    if not os.access(existing, os.W_OK):
+        raise ConfigError(f"{what} {text!r} cannot be written ({str(existing)!r} is not writable); choose another path")
+    return path

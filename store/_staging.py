@@ -17,11 +17,10 @@ import io
 import os
 import re
 import urllib.parse
-import uuid
 
 import numpy as np
 
-from store._location import StoreLocation, entry_name
+from store._location import StoreLocation, entry_name, publish_local
 
 STAGING_DIR = "_staging"
 _CHECKPOINT = re.compile(r"^(\d{12})-(\d{12})\.npz$")
@@ -31,9 +30,10 @@ class Staging:
     """The checkpoints of one unit of one model slot."""
 
     def __init__(self, location: StoreLocation, group: str, label: str, unit: int) -> None:
+        self.location = location
         self.fs, root = location.filesystem()
-        self.is_local = not location.is_remote
-        self.path = f"{root.rstrip('/')}/{STAGING_DIR}/{group}/{urllib.parse.quote(label, safe='')}/{unit:06d}"
+        self.key = f"{_slot_folder(group, label)}/{unit:06d}"
+        self.path = f"{root.rstrip('/')}/{self.key}"
 
     def checkpoints(self) -> list[tuple[int, int]]:
         """(start, end) token ranges saved, in order (fresh: never from a listing cache)."""
@@ -49,18 +49,11 @@ class Staging:
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
         target = f"{self.path}/{start:012d}-{end:012d}.npz"
-        if not self.is_local:
+        if self.location.is_remote:
             self.fs.pipe_file(target, buffer.getvalue())  # one PUT: atomic
             return
         os.makedirs(self.path, exist_ok=True)
-        temporary = f"{target}.{uuid.uuid4().hex}.partial"
-        try:
-            with open(temporary, "wb") as handle:
-                handle.write(buffer.getvalue())
-            os.replace(temporary, target)
-        finally:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
+        publish_local(target, buffer.getvalue())
 
     def load(self, start: int) -> tuple[int, list[dict[str, np.ndarray]]]:
         """The checkpoints contiguous from token ``start``: where they end, and their arrays in order."""
@@ -76,19 +69,13 @@ class Staging:
 
     def clear(self) -> None:
         """Delete every checkpoint of the unit (after its commit, or when it is already committed)."""
-        try:
-            self.fs.rm(self.path, recursive=True)
-        except FileNotFoundError:
-            return
+        self.location.remove_subtree(self.key)
 
 
 def clear_staging(location: StoreLocation, group: str, label: str | None = None) -> None:
     """Delete the checkpoints of a whole group, or of one model slot (its data is being replaced)."""
-    fs, root = location.filesystem()
-    path = f"{root.rstrip('/')}/{STAGING_DIR}/{group}"
-    if label is not None:
-        path = f"{path}/{urllib.parse.quote(label, safe='')}"
-    try:
-        fs.rm(path, recursive=True)
-    except FileNotFoundError:
-        return
+    location.remove_subtree(f"{STAGING_DIR}/{group}" if label is None else _slot_folder(group, label))
+
+
+def _slot_folder(group: str, label: str) -> str:
+    return f"{STAGING_DIR}/{group}/{urllib.parse.quote(label, safe='')}"

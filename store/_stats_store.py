@@ -16,9 +16,9 @@ from store._lease import LEASE_DIR, STRUCTURE_KEY, Lease, LeaseError, LeaseRecor
 from store._location import StoreLocation
 from store._schema import (
     DIMS,
-    UNIT_COMMITTED,
     EMPTY_CHUNKS_ATTR,
     STATS_GROUP,
+    UNIT_COMMITTED,
     UNIT_EMPTY,
     UNIT_TOKENS_ATTR,
     ModelSlot,

@@ -107,7 +107,9 @@ class UnitWriter:
         """Save what was computed since the last checkpoint, so a kill does not lose it."""
         if self._staging is None or self.buffered_end <= self._staged_until:
             return
-        fresh = concat_blocks(self._blocks).tail(self._staged_until)
+        # only the blocks since the last checkpoint: concatenating the whole unit each time is quadratic
+        fresh = concat_blocks([block for block in self._blocks if block.end > self._staged_until])
+        fresh = fresh.tail(self._staged_until)
         if self._claim is not None:
             self._claim.ensure_held()
         self._staging.save(fresh.start, fresh.end, fresh.arrays())
