@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import torch
@@ -27,25 +27,14 @@ def _hidden(output: Any) -> torch.Tensor:
     return output[0] if isinstance(output, tuple) else output
 
 
-class StatsCapture:
-    """Context manager hooking ``modules``; hooks are always removed on exit."""
+class ForwardHooks:
+    """Context manager holding one forward hook per module; the hooks are always removed on exit."""
 
-    def __init__(
-        self,
-        modules: Sequence[nn.Module],
-        metric_names: Sequence[str],
-        channel_index: np.ndarray,
-        stop_after_last: bool = True,
-    ) -> None:
+    def __init__(self, modules: Sequence[nn.Module]) -> None:
         self._modules = list(modules)
-        self._metric_names = list(metric_names)
-        self._channel_index = torch.as_tensor(channel_index, dtype=torch.long)
-        self._stop_after_last = stop_after_last
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        self._values: list[torch.Tensor | None] = []
-        self._channels: list[torch.Tensor | None] = []
 
-    def __enter__(self) -> StatsCapture:
+    def __enter__(self) -> Self:
         try:
             for position, module in enumerate(self._modules):
                 self._handles.append(module.register_forward_hook(self._make_hook(position)))
@@ -63,6 +52,55 @@ class StatsCapture:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+
+    def _make_hook(self, position: int) -> Any:
+        raise NotImplementedError
+
+
+class LayerOutputs(ForwardHooks):
+    """The raw outputs of ``modules`` in one forward pass, which ends after the last of them."""
+
+    def __init__(self, modules: Sequence[nn.Module]) -> None:
+        super().__init__(modules)
+        self._outputs: list[torch.Tensor | None] = []
+
+    def _make_hook(self, position: int) -> Any:
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            self._outputs[position] = _hidden(output)
+            if all(value is not None for value in self._outputs):
+                raise _StopForward  # the rest of the network would be wasted work
+
+        return hook
+
+    def run(self, body: nn.Module, token_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
+        """Each hooked module's output, (rows, tokens, d), for one batch."""
+        self._outputs = [None] * len(self._modules)
+        with torch.inference_mode():
+            try:
+                body(input_ids=token_ids, attention_mask=attention_mask, use_cache=False)
+            except _StopForward:
+                pass
+        if any(value is None for value in self._outputs):
+            raise RuntimeError("a hooked layer did not run; the model skipped a collection point")
+        return self._outputs  # type: ignore[return-value]
+
+
+class StatsCapture(ForwardHooks):
+    """Per-token statistics of ``modules``' outputs (see ``run``)."""
+
+    def __init__(
+        self,
+        modules: Sequence[nn.Module],
+        metric_names: Sequence[str],
+        channel_index: np.ndarray,
+        stop_after_last: bool = True,
+    ) -> None:
+        super().__init__(modules)
+        self._metric_names = list(metric_names)
+        self._channel_index = torch.as_tensor(channel_index, dtype=torch.long)
+        self._stop_after_last = stop_after_last
+        self._values: list[torch.Tensor | None] = []
+        self._channels: list[torch.Tensor | None] = []
 
     def _make_hook(self, position: int) -> Any:
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:

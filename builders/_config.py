@@ -75,7 +75,9 @@ class ModelConfig:
 
 
 @dataclass
-class DataConfig:
+class TextSourceConfig:
+    """Where the text comes from: the part of ``data`` every builder shares."""
+
     name: str = BUNDLED_CORPUS
     """Text: bundled:pydoc-topics (no network), a local .txt/.jsonl file or folder, or a Hugging Face dataset id."""
 
@@ -88,6 +90,12 @@ class DataConfig:
     text_field: str = "text"
     """Field of each record that holds the document text (datasets and .jsonl files)."""
 
+    def __post_init__(self) -> None:
+        check_path_text(self.name, "data.name")
+
+
+@dataclass
+class DataConfig(TextSourceConfig):
     max_tokens: int = 32768
     """Tokens to collect (rounded down to whole max_seq_len rows; fewer if the text runs out)."""
 
@@ -98,7 +106,7 @@ class DataConfig:
     """Tokens per row: documents are joined with EOS and cut into rows of this length, no padding."""
 
     def __post_init__(self) -> None:
-        check_path_text(self.name, "data.name")
+        super().__post_init__()
         for name in ("max_tokens", "batch_size", "max_seq_len"):
             _positive(f"data.{name}", getattr(self, name))
         if self.max_tokens < self.max_seq_len:

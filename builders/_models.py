@@ -112,6 +112,11 @@ def num_layers(model_config: Any) -> int:
     raise ModelError(f"cannot tell how many decoder layers {type(model_config).__name__} has")
 
 
+def hidden_size(model_config: Any) -> int:
+    config = getattr(model_config, "text_config", None) or model_config
+    return int(config.hidden_size)
+
+
 def resolve_layers(labels: list[str], n_layers: int) -> list[int]:
     """Decoder-layer number behind each label (-1 for the embedding output)."""
     named = {"embed": -1, "middle": n_layers // 2, "pre_last": n_layers - 2}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import importlib.metadata
 import platform
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -50,8 +50,12 @@ def store_attrs(config: CollectConfig, token_chunk: int) -> dict[str, Any]:
     }
 
 
+class BuildConfig(Protocol):
+    def model_config(self) -> dict[str, Any]: ...
+
+
 def model_provenance(
-    source: ModelSource, config: CollectConfig, model_config: Any, hidden_size: int, dtype: str
+    source: ModelSource, config: BuildConfig, model_config: Any, hidden_size: int, dtype: str
 ) -> dict[str, Any]:
     """Attributes of one model slot: which weights ran, how, and when."""
     revision = source.revision or getattr(model_config, "_commit_hash", None) or ""

@@ -58,11 +58,6 @@ from store.errors import ConfigError
 DESCRIPTION = __doc__.split("\n\n")[0] if __doc__ else ""
 
 
-def _hidden_size(model_config: Any) -> int:
-    config = getattr(model_config, "text_config", None) or model_config
-    return int(config.hidden_size)
-
-
 def _layout(config: CollectConfig) -> StatsLayout:
     seq_len = config.data.max_seq_len
     n_tokens = (config.data.max_tokens // seq_len) * seq_len
@@ -124,7 +119,7 @@ def _check(config: CollectConfig) -> _Checked:
     model_config = models.load_model_config(source, config.model)
     n_layers = models.num_layers(model_config)
     layer_indices = models.resolve_layers(config.stats.layers, n_layers)
-    hidden_size = _hidden_size(model_config)
+    hidden_size = models.hidden_size(model_config)
     _check_channels(config, hidden_size)
     stored = None if config.overwrite else check_compatible(
         location, config.build_config(), source.label, config.model_config())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 import warnings
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from store._schema import (
     encoding,
     template,
 )
+from store._settings import check_same
 from store._staging import clear_staging
 from store._units import plan_units, stored_unit_tokens
 from store._upgrade import upgrade_if_old
@@ -76,10 +76,10 @@ def _check_group(group: zarr.Group | None, location: StoreLocation, build_config
     """Raise if the settings differ from the stored ones; returns whether anything is committed."""
     if not _has_commits(group):
         return False
-    _check_same(group.attrs.get("build_config", {}), build_config, location)
+    check_same(group.attrs.get("build_config", {}), build_config, location)
     stored_model = group.attrs.get("models", {}).get(label, {}).get("config")
     if stored_model is not None:
-        _check_same(stored_model, model_config, location, model=label)
+        check_same(stored_model, model_config, location, model=label)
     return True
 
 
@@ -303,36 +303,4 @@ def _check_shrink(group: zarr.Group, slot: int, n_tokens: int, location: StoreLo
             f"store {location.display()!r}: model {label!r} ran out of text at {n_tokens:,} tokens, but "
             f"shrinking the token axis would cut the build of {writing[0].describe(time.time())}; "
             "rerun this command after that build ends"
-        )
-
-
-def _flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in mapping.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def _normalise(mapping: dict[str, Any]) -> dict[str, Any]:
-    return _flatten(json.loads(json.dumps(mapping)))
-
-
-def _check_same(
-    stored: dict[str, Any], requested: dict[str, Any], location: StoreLocation, model: str | None = None
-) -> None:
-    old, new = _normalise(stored), _normalise(requested)
-    differences = [
-        f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
-        for key in sorted(set(old) | set(new))
-        if old.get(key) != new.get(key)
-    ]
-    if differences:
-        what = f"model {model!r} in store" if model else "store"
-        raise StoreMismatchError(
-            f"{what} {location.display()!r} was built with a different configuration "
-            f"({'; '.join(differences[:3])}); rerun with the stored settings, "
-            "choose another --store, or pass --overwrite to replace it"
         )

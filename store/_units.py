@@ -28,11 +28,16 @@ CLAIM_WAIT = 90.0
 
 @dataclass(frozen=True)
 class Unit:
-    """Tokens ``start .. end`` of the token axis: one shard of every series."""
+    """Positions ``start .. end`` of a group's unit axis: tokens of ``stats`` (one shard of every
+    series), documents of ``vectors`` (one chunk of every doc-indexed array)."""
 
     index: int
     start: int
     end: int
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
 
     @property
     def n_tokens(self) -> int:

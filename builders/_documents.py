@@ -1,0 +1,119 @@
+"""Documents for pooled vectors: one document is one sequence, never packed with another.
+
+A corpus is read and tokenised whole before any model runs (tokenising is cheap next to the
+forward pass), so every check fails before anything is written and the documents' ids fix
+the store's doc axis. Inside a work unit the rows (whole documents, or windows of long ones)
+are sorted by length and batched in that order, so a batch pads little; the order depends on
+the unit's documents only, so a resumed build forms the same batches and writes the same bytes.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from builders._pooling import Segments
+from builders._text import iter_records
+from builders._vector_configs import DocumentsConfig
+from builders.errors import DataError
+from store import Unit
+
+_TOKENIZE_GROUP = 256  # texts per tokenizer call
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """The documents of a build, tokenised: ids, every document's tokens and its full length."""
+
+    doc_ids: tuple[str, ...]
+    token_ids: list[np.ndarray]  # tokens pooled per document (truncated to max_seq_len under truncate)
+    n_tokens: np.ndarray  # (doc,) each document's length in tokens, before truncation
+
+    def __len__(self) -> int:
+        return len(self.doc_ids)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Rows of a forward pass: which document each row belongs to, its tokens, and where they sit."""
+
+    docs: np.ndarray  # (rows,) document position of each row
+    token_ids: np.ndarray  # (rows, width) int64, right-padded
+    attention_mask: np.ndarray  # (rows, width) int64, 0 on padding
+    segments: Segments
+
+
+def bos_id(tokenizer: Any) -> int:
+    """The token that starts every document: BOS, or EOS for tokenizers without one (GPT-2, Pythia)."""
+    return int(tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id)
+
+
+def read_corpus(config: DocumentsConfig, tokenizer: Any, prepend_bos: bool) -> Corpus:
+    """The first ``max_docs`` documents, tokenised; an empty document or a repeated id is an error."""
+    records = itertools.islice(iter_records(config, config.id_field), config.max_docs)
+    doc_ids: list[str] = []
+    token_ids: list[np.ndarray] = []
+    while group := list(itertools.islice(records, _TOKENIZE_GROUP)):
+        token_ids += document_tokens([text for _, text in group], [doc_id for doc_id, _ in group], tokenizer,
+                                     prepend_bos, config, first=len(doc_ids))
+        doc_ids += [doc_id for doc_id, _ in group]
+    if not doc_ids:
+        raise DataError(f"text source {config.name!r} holds no documents; point --data.name at some text")
+    _check_unique(doc_ids)
+    return corpus_of(doc_ids, token_ids, config)
+
+
+def document_tokens(texts: list[str], doc_ids: list[str], tokenizer: Any, prepend_bos: bool,
+                    config: DocumentsConfig, first: int = 0) -> list[np.ndarray]:
+    """Each document's whole token ids (int32), the start token first when ``prepend_bos``."""
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    start = [bos_id(tokenizer)] if prepend_bos else []
+    for position, (doc_id, text, ids) in enumerate(zip(doc_ids, texts, encoded), start=first):
+        if not text.strip() or not ids:
+            raise DataError(f"document {doc_id!r} (number {position}) of {config.name!r} is empty: it has no "
+                            "vector; remove it from the text, or lower --data.max_docs to stop before it")
+    return [np.asarray([*start, *ids], np.int32) for ids in encoded]
+
+
+def corpus_of(doc_ids: list[str], token_ids: list[np.ndarray], config: DocumentsConfig) -> Corpus:
+    """The corpus of these documents under the long-document policy (truncate keeps the first tokens)."""
+    n_tokens = np.array([len(ids) for ids in token_ids], np.int64)
+    if config.long_docs == "truncate":
+        token_ids = [ids[:config.max_seq_len] for ids in token_ids]
+    return Corpus(tuple(doc_ids), token_ids, n_tokens)
+
+
+def _check_unique(doc_ids: list[str]) -> None:
+    if len(set(doc_ids)) != len(doc_ids):
+        seen: set[str] = set()
+        repeated = next(doc_id for doc_id in doc_ids if doc_id in seen or seen.add(doc_id))  # type: ignore[func-returns-value]
+        raise DataError(f"document id {repeated!r} appears twice; ids must be unique: fix the id field "
+                        "(--data.id_field) or leave it empty to number documents")
+
+
+def unit_batches(corpus: Corpus, unit: Unit, max_seq_len: int, batch_size: int, pad_id: int) -> Iterator[Batch]:
+    """The unit's rows in batches of similar length (longest first: a memory problem shows at once)."""
+    rows = [(doc, offset) for doc in range(unit.start, unit.end)
+            for offset in range(0, len(corpus.token_ids[doc]), max_seq_len)]
+    rows.sort(key=lambda row: (-min(len(corpus.token_ids[row[0]]) - row[1], max_seq_len), row))
+    for first in range(0, len(rows), batch_size):
+        yield _batch(corpus, rows[first:first + batch_size], max_seq_len, pad_id)
+
+
+def _batch(corpus: Corpus, rows: list[tuple[int, int]], max_seq_len: int, pad_id: int) -> Batch:
+    pieces = [corpus.token_ids[doc][offset:offset + max_seq_len] for doc, offset in rows]
+    width = max(len(piece) for piece in pieces)
+    token_ids = np.full((len(rows), width), pad_id, np.int64)
+    attention_mask = np.zeros((len(rows), width), np.int64)
+    for row, piece in enumerate(pieces):
+        token_ids[row, :len(piece)] = piece
+        attention_mask[row, :len(piece)] = 1
+    docs = np.array([doc for doc, _ in rows], np.int64)
+    segments = Segments(doc_lengths=np.array([len(corpus.token_ids[doc]) for doc in docs], np.int64),
+                        offsets=np.array([offset for _, offset in rows], np.int64),
+                        lengths=np.array([len(piece) for piece in pieces], np.int64))
+    return Batch(docs, token_ids, attention_mask, segments)

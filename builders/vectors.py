@@ -1,0 +1,285 @@
+"""``python -m builders.vectors``: one pooled vector per document per model, into the store's ``vectors`` group.
+
+Each document runs through the model as its own sequence; the chosen blocks' raw outputs
+are averaged, then pooled over tokens (short: one exponentially weighted average; long:
+last token + three averages; docs/vectors.md has the formulas). The corpus mean of each
+pooling is stored beside the vectors; analysis.vectors centres lazily and answers
+similarity queries. With --text, pools that text with the store's own settings and prints
+its nearest stored documents. Re-running the same command resumes, or does nothing.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from builders import _models as models
+from builders._capture import LayerOutputs
+from builders._cli import from_dict, run_cli
+from builders._documents import Corpus, bos_id, corpus_of, document_tokens, read_corpus, unit_batches
+from builders._pooling import combine, default_layers, pool_layers
+from builders._provenance import model_provenance, now, versions
+from builders._runtime import ModelRuntime
+from builders._text import describe
+from builders._vector_configs import VectorsConfig
+from store import (
+    VECTORS_GROUP,
+    Lease,
+    StoreLocation,
+    Unit,
+    VectorsLayout,
+    VectorSlot,
+    check_ours_or_empty,
+    check_vectors_compatible,
+    claim_unit,
+    committed_units,
+    finish_vectors,
+    mean_is_set,
+    open_vectors_group,
+    open_vectors_session,
+    reporting_write_faults,
+    slot_key,
+    write_vector_unit,
+)
+from store.errors import StoreLocationError
+
+DESCRIPTION = __doc__.split("\n\n")[0] if __doc__ else ""
+POOLING_DEFINITIONS = {
+    "short": "mean over the chosen layers, then sum_i w_i h_i with w_i = exp(-(n-1-i)/(f n)) / Z, f = short_depth",
+    "long": "[last token, the same weighted average at each of long_depths] of the layer mean, concatenated",
+}
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """Everything a build needs but the model, checked before the store is touched."""
+
+    location: StoreLocation
+    source: models.ModelSource
+    model_config: Any
+    n_layers: int
+    layer_indices: list[int]
+    corpus: Corpus
+    layout: VectorsLayout
+    pad_id: int
+
+    @property
+    def label(self) -> str:
+        return self.source.label
+
+
+def _check(config: VectorsConfig) -> _Checked:
+    """Every check that can fail runs here, cheapest first; nothing is written, no weights load."""
+    location = StoreLocation(config.store, config.storage_options)
+    location.check_writable()
+    check_ours_or_empty(location)  # never write into, or --overwrite, a folder of other files
+    source = models.resolve_source(config.model)
+    model_config = models.load_model_config(source, config.model)
+    n_layers = models.num_layers(model_config)
+    layer_indices = _layers(config, n_layers)
+    tokenizer = models.load_tokenizer(source, config.model)
+    corpus = read_corpus(config.data, tokenizer, config.vectors.prepend_bos)
+    layout = VectorsLayout(corpus.doc_ids, models.hidden_size(model_config), tuple(config.vectors.poolings),
+                           config.vectors.unit_docs, config.vectors.dtype)
+    if not config.overwrite:
+        check_vectors_compatible(location, layout, config.build_config(), source.label, config.model_config())
+    return _Checked(location, source, model_config, n_layers, layer_indices, corpus, layout, bos_id(tokenizer))
+
+
+def _layers(config: VectorsConfig, n_layers: int) -> list[int]:
+    """The blocks pooled: the configured ones (checked against the model), or the default's."""
+    if not config.vectors.layers:
+        return default_layers(n_layers)
+    return models.resolve_layers(config.vectors.layers, n_layers)
+
+
+def _quiet_transformers(config: VectorsConfig) -> None:
+    if not config.progress:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # its "Loading weights" bar too
+
+
+def load_runtime(config: VectorsConfig, checked: _Checked) -> ModelRuntime:
+    """The model (checked beforehand) with its chosen blocks to hook."""
+    model = models.load_model(checked.source, config.model)
+    return ModelRuntime(model, models.collection_modules(model, checked.layer_indices, checked.n_layers))
+
+
+def run(config: VectorsConfig) -> int:
+    if config.text:
+        return _query_text(config)
+    checked = _check(config)
+    _quiet_transformers(config)
+    if _complete(config, checked):  # a finished build re-run: no lease, no write, not a byte changed
+        print(_nothing_to_do(checked))
+        return 0
+    return _build(config, checked, load_runtime(config, checked))
+
+
+def _complete(config: VectorsConfig, checked: _Checked) -> bool:
+    group = None if config.overwrite else open_vectors_group(checked.location, mode="r")
+    if group is None or checked.label not in [str(label) for label in group["model"][:]]:
+        return False
+    slot = [str(label) for label in group["model"][:]].index(checked.label)
+    return bool(committed_units(group, slot).all()) and mean_is_set(group, slot)
+
+
+def _nothing_to_do(checked: _Checked) -> str:
+    return (f"Nothing to do: model {checked.label!r} is complete in {checked.location.display()} "
+            f"({len(checked.corpus):,} documents).")
+
+
+def _slot(config: VectorsConfig, checked: _Checked, dtype: str) -> VectorSlot:
+    provenance = model_provenance(checked.source, config, checked.model_config, checked.layout.hidden_size, dtype)
+    provenance.update({"n_layers": checked.n_layers, "layers": checked.layer_indices})
+    return VectorSlot(checked.label, provenance)
+
+
+def group_attrs(config: VectorsConfig, layout: VectorsLayout) -> dict[str, Any]:
+    """Attributes of the ``vectors`` group shared by every model in it."""
+    return {
+        "format": "activation-vectors", "format_version": 1,
+        "description": "pooled document vectors; see docs/store-format.md and docs/vectors.md",
+        "hidden_size": layout.hidden_size, "unit_docs": layout.unit_docs, "dataset": describe(config.data),
+        "build_config": config.build_config(), "pooling_definitions": POOLING_DEFINITIONS,
+        "created": now(), "versions": versions(),
+    }
+
+
+def _build(config: VectorsConfig, checked: _Checked, runtime: ModelRuntime) -> int:
+    location, label, layout = checked.location, checked.label, checked.layout
+    key = slot_key(VECTORS_GROUP, label)
+    lease = Lease(location, key, f"pool vectors of model {label!r}")
+    with reporting_write_faults(location), lease.acquire(interrupt=True):
+        session = open_vectors_session(location, layout, _slot(config, checked, runtime.dtype),
+                                       group_attrs(config, layout), replace=config.overwrite)
+        committed = committed_units(session.group, session.slot)
+        pending = [unit for unit in layout.units() if not committed[unit.index]]
+        computed = sum(unit.size for unit in pending)
+        done = layout.n_docs - computed
+        if done and pending:
+            print(f"Resuming model {label!r}: {len(layout.units()) - len(pending)} of {layout.n_units} units "
+                  f"committed ({done:,} of {layout.n_docs:,} documents).")
+        started = time.perf_counter()
+        with tqdm(total=layout.n_docs, initial=done, unit="doc", desc=f"vectors {label}",
+                  disable=not config.progress) as progress:
+            for unit in pending:
+                with claim_unit(location, key, unit, f"pool vectors of model {label!r}") as claim:
+                    pooled = unit_vectors(runtime, config, checked.corpus, unit, checked.pad_id, progress)
+                    write_vector_unit(session.group, session.slot, unit, pooled,
+                                      checked.corpus.n_tokens[unit.start:unit.end], claim)
+        finish_vectors(session, lease)
+    print(_summary(checked, computed, time.perf_counter() - started))
+    return 0
+
+
+def _summary(checked: _Checked, computed: int, seconds: float) -> str:
+    where = checked.location.display()
+    rate = computed / seconds if seconds else 0.0
+    return "\n".join([
+        (f"Pooled model {checked.label!r}: {len(checked.corpus):,} documents x {', '.join(checked.layout.poolings)} "
+         f"(blocks {checked.layer_indices}) in {seconds:.1f} s ({rate:,.1f} documents/s)."),
+        f"Store: {where} (group 'vectors')",
+        f"Open it: from analysis import vectors; vectors({where!r})",
+    ])
+
+
+def unit_vectors(runtime: ModelRuntime, config: VectorsConfig, corpus: Corpus, unit: Unit, pad_id: int,
+                 progress: tqdm | None = None) -> dict[str, np.ndarray]:
+    """Each pooling's (documents, features) float32 vectors of the unit's documents, in order."""
+    parts: dict[int, list[tuple[int, dict[str, np.ndarray]]]] = defaultdict(list)
+    settings = config.vectors
+    with LayerOutputs(runtime.modules) as capture:
+        for batch in unit_batches(corpus, unit, config.data.max_seq_len, config.data.batch_size, pad_id):
+            outputs = capture.run(runtime.body, torch.as_tensor(batch.token_ids, device=runtime.device),
+                                  torch.as_tensor(batch.attention_mask, device=runtime.device))
+            pooled = pool_layers(outputs, batch.segments, settings.short_depth, settings.long_depths,
+                                 settings.poolings)
+            for row, (doc, offset) in enumerate(zip(batch.docs, batch.segments.offsets)):
+                parts[int(doc)].append((int(offset), {name: values[row] for name, values in pooled.items()}))
+            if progress is not None:
+                progress.update(int(batch.segments.holds_last_token.sum()))
+    return {name: np.stack([combine([part[name] for _, part in sorted(parts[doc], key=lambda p: p[0])])
+                            for doc in range(unit.start, unit.end)])
+            for name in settings.poolings}
+
+
+class TextVectors:
+    """A store's model, loaded once, pooling new texts exactly as the store's build pooled its documents.
+
+        pool = TextVectors("stores/vectors.zarr")
+        pool(["some text"])["short"]        # (1, d) float32
+    """
+
+    def __init__(self, store: str, model: str = "", storage_options: dict[str, Any] | None = None) -> None:
+        self.config = stored_config(StoreLocation(store, storage_options or {}), model)
+        source = models.resolve_source(self.config.model)
+        model_config = models.load_model_config(source, self.config.model)
+        n_layers = models.num_layers(model_config)
+        self._tokenizer = models.load_tokenizer(source, self.config.model)
+        self.label = source.label
+        loaded = models.load_model(source, self.config.model)
+        self._runtime = ModelRuntime(loaded, models.collection_modules(loaded, _layers(self.config, n_layers), n_layers))
+
+    def __call__(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """Each pooling's (texts, features) float32 vectors, through the build's own code path."""
+        doc_ids = [f"text {number}" for number in range(len(texts))]
+        tokens = document_tokens(list(texts), doc_ids, self._tokenizer, self.config.vectors.prepend_bos,
+                                 self.config.data)
+        corpus = corpus_of(doc_ids, tokens, self.config.data)
+        return unit_vectors(self._runtime, self.config, corpus, Unit(0, 0, len(texts)), bos_id(self._tokenizer))
+
+
+def stored_config(location: StoreLocation, model: str = "") -> VectorsConfig:
+    """The configuration a store's vectors of model ``model`` (label; may be empty for a one-model store)
+    were built with: the settings a new text must be pooled with to be comparable."""
+    group = open_vectors_group(location, mode="r")
+    if group is None:
+        raise StoreLocationError(f"no vectors in {location.display()!r}; build them first with "
+                                 "python -m builders.vectors --store ...")
+    stored = group.attrs.get("models", {})
+    labels = [str(label) for label in group["model"][:] if str(label)]
+    if not model and len(labels) == 1:
+        model = labels[0]
+    if model not in labels:
+        raise StoreLocationError(f"no vectors of model {model!r} in {location.display()!r} (found: {labels!r}); "
+                                 "pass --model.label with one of those")
+    build, model_settings = group.attrs["build_config"], dict(stored[model]["config"])
+    batch_size, layers = model_settings.pop("batch_size"), model_settings.pop("layers")
+    return from_dict(VectorsConfig, {
+        "model": model_settings, "data": {**build["data"], "batch_size": batch_size},
+        "vectors": {**build["vectors"], "layers": layers}, "store": location.url,
+        "storage_options": dict(location.storage_options)})
+
+
+def _query_text(config: VectorsConfig) -> int:
+    """--text: the text's vector through the store's model and settings, then its nearest documents."""
+    from analysis import nearest, vectors  # the query lives in analysis; the model here
+
+    explicit = config.model != type(config.model)()  # a model named on the command line, else the store's only one
+    label = models.resolve_source(config.model).label if explicit else ""
+    pool = TextVectors(config.store, label, config.storage_options)
+    query = pool([config.text])[config.query.pooling][0]
+    dataset = vectors(config.store, storage_options=config.storage_options)
+    found = nearest(dataset, query, k=config.query.k, pooling=config.query.pooling, model=pool.label,
+                    centre=config.query.centre)
+    print(f"Nearest documents to the text in {config.store} (model {pool.label!r}, {config.query.pooling}, "
+          f"{'centred ' if config.query.centre else ''}cosine):")
+    print(found.to_string(index=False))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(VectorsConfig, argv, "python -m builders.vectors", DESCRIPTION, run)
+
+if __name__ == "__main__":
+    sys.exit(main())

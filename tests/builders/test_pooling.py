@@ -1,0 +1,52 @@
+"""Pooling weights and pooled vectors against direct NumPy formulas (issue 9, work in progress)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from builders._pooling import LONG_DEPTHS, default_layers, pool, pooling_weights
+
+
+def _direct_weights(n: int, depth: float) -> np.ndarray:
+    raw = np.array([math.exp(-(n - 1 - i) / (depth * n)) for i in range(n)])
+    return raw / raw.sum()
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 17, 500])
+@pytest.mark.parametrize("depth", [0.023, 0.067, 0.159, 1.0])
+def test_weights_are_the_documented_formula_and_zero_past_the_length(n: int, depth: float) -> None:
+    weights = pooling_weights(np.array([n, 1]), n + 3, depth)
+    np.testing.assert_allclose(weights[0, :n], _direct_weights(n, depth), rtol=1e-12)
+    assert (weights[0, n:] == 0).all() and weights[1].tolist() == [1.0] + [0.0] * (n + 2)
+
+
+def test_two_tokens_at_the_short_depth() -> None:
+    np.testing.assert_allclose(pooling_weights(np.array([2]), 2, 0.067)[0], [0.000573, 0.999427], atol=1e-6)
+
+
+def test_a_non_positive_depth_is_refused() -> None:
+    with pytest.raises(ValueError, match="above 0"):
+        pooling_weights(np.array([3]), 3, 0.0)
+
+
+def test_padding_never_enters_a_pooled_vector() -> None:
+    rng = np.random.default_rng(0)
+    documents = [rng.standard_normal((n, 8)).astype(np.float32) for n in (5, 2, 9)]
+    padded = np.zeros((3, 9, 8), np.float32) + 1e6  # huge padding: any leak would show
+    for row, document in enumerate(documents):
+        padded[row, :len(document)] = document
+    batch = pool(torch.from_numpy(padded), np.array([5, 2, 9]), LONG_DEPTHS, last_token=True)
+    for row, document in enumerate(documents):
+        alone = pool(torch.from_numpy(document[None]), np.array([len(document)]), LONG_DEPTHS, last_token=True)
+        np.testing.assert_allclose(batch[row].numpy(), alone[0].numpy(), rtol=1e-6, atol=1e-6)
+    assert batch.shape == (3, 4 * 8)
+
+
+@pytest.mark.parametrize(("n_layers", "expected"), [(36, [25, 26, 27]), (30, [21, 22, 23]), (6, [3, 4, 5]),
+                                                      (2, [0, 1])])
+def test_default_layers_keep_pythia_12b_relative_depth(n_layers: int, expected: list[int]) -> None:
+    assert default_layers(n_layers) == expected
