@@ -89,19 +89,33 @@ def centre(dataset: xr.Dataset, pooling: str = "short", mean: xr.DataArray | Non
 
 
 def _matching_mean(vectors: xr.DataArray, mean: xr.DataArray) -> xr.DataArray:
+    """``mean`` fitted to ``vectors``: the same width, and per model (by label) when it has a model dimension."""
     feature = vectors.dims[-1]
     width = mean.shape[-1]
     if width != vectors.sizes[feature]:
         raise InputError(f"the mean has {width} features, the vectors {vectors.sizes[feature]}; "
                          "apply a mean of the same model width and pooling")
     mean = mean.rename({mean.dims[-1]: feature})
-    if "model" not in mean.dims or "model" not in vectors.dims:
+    if "model" not in mean.dims:
         return mean
-    missing = sorted(set(map(str, vectors["model"].values)) - set(map(str, mean["model"].values)))
+    wanted = _texts(np.atleast_1d(vectors["model"].values))
+    have = _texts(mean["model"].values)
+    missing = [label for label in wanted if label not in have]
     if missing:
-        raise InputError(f"the mean has no model {missing[0]!r} (it has {list(map(str, mean['model'].values))!r}); "
+        raise InputError(f"the mean has no model {missing[0]!r} (it has {have!r}); "
                          "select one with mean.sel(model=...) to apply it to every model")
     return mean.sel(model=vectors["model"])
+
+
+def _model_mean(one: xr.Dataset, pooling: str, mean: xr.DataArray | None,
+                dtype: type[np.floating] = np.float32) -> np.ndarray:
+    """The mean that centres one model's ``pooling`` vectors: its own corpus mean, or ``mean``."""
+    chosen = one[f"{pooling}_mean"] if mean is None else _matching_mean(one[pooling], mean)
+    values = np.asarray(chosen.values, dtype)
+    if np.isnan(values).any():
+        raise InputError(f"model {str(one['model'].values)!r} has no corpus mean yet (some units are not committed); "
+                         "finish the build, pass centre=False, or pass another store's mean=")
+    return values
 
 
 def _query_vector(vectors: xr.DataArray, query: Query) -> tuple[np.ndarray, int | None]:
@@ -112,7 +126,11 @@ def _query_vector(vectors: xr.DataArray, query: Query) -> tuple[np.ndarray, int 
                              f"{vectors.sizes[vectors.dims[-1]]} features; pool it with the store's model and pooling")
         return query.astype(np.float32), None
     position = _doc_position(vectors, query)
-    return np.asarray(vectors.isel(doc=position).values, np.float32), position
+    vector = np.asarray(vectors.isel(doc=position).values, np.float32)
+    if np.isnan(vector).any():
+        raise InputError(f"document {query!r} is not committed yet (its unit was not written); "
+                         "finish the build, or query another document")
+    return vector, position
 
 
 def _texts(values: np.ndarray) -> list[str]:
@@ -167,12 +185,7 @@ def nearest(dataset: xr.Dataset, query: Query, k: int = 10, pooling: str = "shor
     one = _one_model(dataset, model)
     vectors = one[pooling]
     query_vector, position = _query_vector(vectors, query)
-    centre_by = None
-    if centre:
-        chosen = one[f"{pooling}_mean"] if mean is None else _matching_mean(dataset[pooling], mean)
-        if "model" in chosen.dims:
-            chosen = chosen.sel(model=one["model"])
-        centre_by = np.asarray(chosen.values, np.float32)
+    centre_by = _model_mean(one, pooling, mean) if centre else None
     scores = similarity_scores(vectors, query_vector, centre_by).compute()
     if position is not None and exclude_self:
         scores[position] = np.nan
@@ -201,8 +214,7 @@ def cosine_similarity(dataset: xr.Dataset, docs: list[int | str] | None = None, 
     positions = list(range(vectors.sizes["doc"])) if docs is None else [_doc_position(vectors, d) for d in docs]
     rows = np.asarray(vectors.isel(doc=positions).values, np.float64)
     if centre:
-        chosen = one[f"{pooling}_mean"] if mean is None else _matching_mean(dataset[pooling], mean)
-        rows = rows - np.asarray(chosen.sel(model=one["model"]).values if "model" in chosen.dims else chosen.values)
+        rows = rows - _model_mean(one, pooling, mean, np.float64)
     norms = np.linalg.norm(rows, axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         unit = rows / norms
@@ -226,9 +238,7 @@ def long_diagnostics(dataset: xr.Dataset, docs: list[int | str], model: str | No
     one = _one_model(dataset, model)
     positions = [_doc_position(one["long"], doc) for doc in docs]
     raw = np.asarray(one["long"].isel(doc=positions).values, np.float32)
-    chosen = one["long_mean"] if mean is None else _matching_mean(dataset["long"], mean)
-    mean_values = np.asarray(chosen.sel(model=one["model"]).values if "model" in chosen.dims else chosen.values,
-                             np.float32)
+    mean_values = _model_mean(one, "long", mean)
     centred = raw - mean_values
     parts = _parts(dataset)
     shape = (len(positions), len(parts), -1)

@@ -10,6 +10,7 @@ the unit's documents only, so a resumed build forms the same batches and writes 
 from __future__ import annotations
 
 import itertools
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -54,7 +55,7 @@ def bos_id(tokenizer: Any) -> int:
 
 def read_corpus(config: DocumentsConfig, tokenizer: Any, prepend_bos: bool) -> Corpus:
     """The first ``max_docs`` documents, tokenised; an empty document or a repeated id is an error."""
-    records = itertools.islice(iter_records(config, config.id_field), config.max_docs)
+    records = itertools.islice(iter_records(config, config.id_field), min(config.max_docs, sys.maxsize))
     doc_ids: list[str] = []
     token_ids: list[np.ndarray] = []
     while group := list(itertools.islice(records, _TOKENIZE_GROUP)):

@@ -30,6 +30,9 @@ def iter_records(config: TextSourceConfig, id_field: str = "") -> Iterator[tuple
     path under the folder given (.txt/.md), ``<file>:<line>`` (.jsonl) or the record number (datasets),
     unless ``id_field`` names a record field (.jsonl, datasets) holding them."""
     if config.name == BUNDLED_CORPUS:
+        if id_field:
+            raise DataError(f"the bundled corpus has no records, so no field {id_field!r}; its documents are "
+                            "named by topic: leave --data.id_field empty")
         return _bundled()
     path = Path(config.name).expanduser()
     if path.exists():
@@ -59,6 +62,7 @@ def _local(path: Path, text_field: str, id_field: str) -> Iterator[tuple[str, st
         try:
             name = file.relative_to(path).as_posix() if path.is_dir() else file.name
             if file.suffix in _TEXT_SUFFIXES:
+                _check_no_id_field(file, id_field)
                 yield name, file.read_text(encoding="utf-8")
             else:
                 yield from _jsonl(file, name, text_field, id_field)
@@ -68,6 +72,12 @@ def _local(path: Path, text_field: str, id_field: str) -> Iterator[tuple[str, st
             ) from error
         except OSError as error:
             raise DataError(f"cannot read {str(file)!r} ({first_line(error)}); check the file") from error
+
+
+def _check_no_id_field(file: Path, id_field: str) -> None:
+    if id_field:
+        raise DataError(f"{str(file)!r} is plain text, with no field {id_field!r}: a text document is named by "
+                        "its path; leave --data.id_field empty, or give .jsonl records")
 
 
 def _jsonl(file: Path, name: str, text_field: str, id_field: str) -> Iterator[tuple[str, str]]:

@@ -16,6 +16,7 @@ from store._vectors import POOLINGS, VECTOR_DTYPES
 from store.errors import ConfigError
 
 LONG_DOC_POLICIES = ("truncate", "windows")
+AUTO_LAYERS = "auto"
 
 
 def _depth(name: str, value: Any) -> float:
@@ -33,7 +34,7 @@ def _depth(name: str, value: Any) -> float:
 @dataclass
 class DocumentsConfig(TextSourceConfig):
     id_field: str = ""
-    """Field of each record (.jsonl files, datasets) holding the document's id; empty: ids by position (the topic name, file path, file:line or record number)."""
+    """Field of each record (.jsonl lines, dataset records) holding the document's id; empty: ids by position (topic name, text name, name:line or record number)."""
 
     max_docs: int = 1000
     """Documents to pool, in the source's order (fewer if the text runs out)."""
@@ -57,8 +58,8 @@ class DocumentsConfig(TextSourceConfig):
 
 @dataclass
 class PoolingConfig:
-    layers: list[str] = field(default_factory=list)
-    """Decoder blocks whose raw outputs are averaged, then pooled (numbers or layer_N); empty: three consecutive blocks at Pythia-12B's relative depth (blocks 25-27 of 36) mapped onto the model's depth."""
+    layers: list[str] = field(default_factory=lambda: [AUTO_LAYERS])
+    """Decoder blocks whose raw outputs are averaged, then pooled: numbers (or layer_N), or auto: three consecutive blocks at Pythia-12B's relative depth (its blocks 25-27 of 36) mapped onto the model's depth."""
 
     poolings: list[str] = field(default_factory=lambda: list(POOLINGS))
     """Poolings to store: short (one exponentially weighted average, d values) and/or long (last token + three averages, 4d values)."""
@@ -79,7 +80,11 @@ class PoolingConfig:
     """Start each document with the tokenizer's BOS token (its EOS when it has none), as TransformerLens does."""
 
     def __post_init__(self) -> None:
-        self.layers = [normalise_layer(layer) for layer in self.layers]
+        if not self.layers or (AUTO_LAYERS in self.layers and len(self.layers) > 1):
+            raise ConfigError(f"vectors.layers must be auto or layer numbers, got {self.layers!r}; "
+                              "pass e.g. --vectors.layers 25 26 27, or auto")
+        if self.layers != [AUTO_LAYERS]:
+            self.layers = [normalise_layer(layer) for layer in self.layers]
         if len(set(self.layers)) != len(self.layers):
             raise ConfigError(f"vectors.layers has duplicates: {self.layers!r}; list each layer once")
         unknown = [name for name in self.poolings if name not in POOLINGS]

@@ -29,7 +29,7 @@ from builders._pooling import combine, default_layers, pool_layers
 from builders._provenance import model_provenance, now, versions
 from builders._runtime import ModelRuntime
 from builders._text import describe
-from builders._vector_configs import VectorsConfig
+from builders._vector_configs import AUTO_LAYERS, VectorsConfig
 from store import (
     VECTORS_GROUP,
     Lease,
@@ -96,7 +96,7 @@ def _check(config: VectorsConfig) -> _Checked:
 
 def _layers(config: VectorsConfig, n_layers: int) -> list[int]:
     """The blocks pooled: the configured ones (checked against the model), or the default's."""
-    if not config.vectors.layers:
+    if config.vectors.layers == [AUTO_LAYERS]:
         return default_layers(n_layers)
     return models.resolve_layers(config.vectors.layers, n_layers)
 

@@ -28,6 +28,8 @@ from store._schema import (
 )
 from store._units import committed_prefix, plan_units
 from store._validate_items import item_problems
+from store._validate_vectors import vector_problems
+from store._vectors import VECTORS_GROUP
 from store.errors import ContractError, StoreLocationError
 
 LAYER_LABEL = re.compile(r"^(embed|middle|pre_last|layer_\d+)$")
@@ -39,16 +41,16 @@ _SECRET_KEY = re.compile(r"(secret|password|access_key|session_token|storage_opt
 def validate_store(location: StoreLocation | str) -> xr.Dataset:
     """Open ``location`` with plain xarray, check the whole contract, return the ``stats`` Dataset.
 
-    A store may hold ``stats``, the item groups (captures, encodings, hypercube views), or both;
-    for a store without ``stats`` the returned Dataset is empty.
+    A store may hold ``stats``, the item groups (captures, encodings, hypercube views), ``vectors``,
+    or any of them together; for a store without ``stats`` the returned Dataset is empty.
     """
     if isinstance(location, str):
         location = StoreLocation(location)
     if not location.exists():
         raise StoreLocationError(f"no store at {location.display()!r} (no zarr.json); check the path or URL")
     groups = _top_groups(location)
-    if STATS_GROUP not in groups and groups & set(ITEM_GROUPS):  # a store of captures only
-        _raise(_stale_metadata(location) + item_problems(location), location.display())
+    if STATS_GROUP not in groups and groups & {*ITEM_GROUPS, VECTORS_GROUP}:  # a store without stats
+        _raise(_stale_metadata(location) + _other_groups(location), location.display())
         return xr.Dataset()
     damaged = damage(location)
     if any(item.in_metadata for item in damaged):  # zarr and xarray would raise raw parser errors
@@ -58,9 +60,20 @@ def validate_store(location: StoreLocation | str) -> xr.Dataset:
         dataset = xr.open_zarr(location.zarr_store(read_only=True), group=STATS_GROUP)
     except (ValueError, KeyError, FileNotFoundError) as error:  # e.g. arrays disagree on a dim's size
         _raise([*problems, f"xarray cannot open the {STATS_GROUP!r} group ({error})"], location.display())
-    problems += _check_dataset(dataset) + _damage_lines(damaged) + item_problems(location)
+    problems += _check_dataset(dataset) + _damage_lines(damaged) + _other_groups(location)
     _raise(problems, location.display())
     return dataset
+
+
+def _other_groups(location: StoreLocation) -> list[str]:
+    """Problems of the groups beside ``stats``: the item groups and ``vectors``."""
+    problems = item_problems(location) + vector_problems(location)
+    if not problems and VECTORS_GROUP in _top_groups(location):
+        try:
+            xr.open_zarr(location.zarr_store(read_only=True), group=VECTORS_GROUP).close()
+        except (ValueError, KeyError, FileNotFoundError) as error:
+            problems.append(f"xarray cannot open the {VECTORS_GROUP!r} group ({error})")
+    return problems
 
 
 def _top_groups(location: StoreLocation) -> set[str]:

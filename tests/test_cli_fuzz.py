@@ -66,7 +66,9 @@ BASE_VALUES = {**dict(zip(TINY_ARGS[::2], TINY_ARGS[1::2])), "--cache": "off"}
 UNPINNED_FLAGS = {"--model.name", "--model.label", "--commit_seconds", "--cluster", "--cluster.address",
                   "--cluster.threads_per_worker",
                   # builders.capture: a store of statistics pins none of a capture's settings
-                  "--prompt", "--generate.max_new_tokens", "--generate.temperature", "--generate.seed", "--export"}
+                  "--prompt", "--generate.max_new_tokens", "--generate.temperature", "--generate.seed", "--export",
+                  # builders.vectors: --text and its query settings read the store, never write it
+                  "--text", "--query.k", "--query.pooling", "--query.centre"}
 BASE_FLAGS = {*BASE_VALUES, "--model.name", "--store"}
 
 Capture = pytest.CaptureFixture[str]
@@ -260,12 +262,17 @@ def scene(tmp_path_factory: pytest.TempPathFactory, tiny_model: Callable[[str], 
     import huggingface_hub.constants
 
     from builders.collect import main
+    from builders.vectors import main as vectors_main
     from store._catalog import CATALOG_ENV
 
     home, inputs = tmp_path_factory.mktemp("fuzz-home"), tmp_path_factory.mktemp("fuzz-inputs")
     store = home / "existing.zarr"
     model = tiny_model("llama")
     assert main(["--model.name", str(model), "--store", str(store), *TINY_ARGS]) == 0
+    # the store holds vectors too, built as the cases' base command line would: it pins their settings
+    vectors_flags = ["--data.max_seq_len", "--data.batch_size", "--model.device", "--progress"]
+    assert vectors_main(["--model.name", str(model), "--store", str(store),
+                         *(part for flag in vectors_flags for part in (flag, BASE_VALUES[flag]))]) == 0
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # a bad name never reaches the network
         patch.setenv("HF_DATASETS_OFFLINE", "1")

@@ -1,4 +1,4 @@
-"""Pooling weights and pooled vectors against direct NumPy formulas (issue 9, work in progress)."""
+"""Pooling weights and pooled vectors against direct NumPy formulas (docs/vectors.md)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from builders._pooling import LONG_DEPTHS, default_layers, pool, pooling_weights
+from builders._pooling import (
+    LONG_DEPTHS,
+    Segments,
+    combine,
+    default_layers,
+    pool,
+    pooling_weights,
+    segment_weights,
+)
 
 
 def _direct_weights(n: int, depth: float) -> np.ndarray:
@@ -39,9 +47,9 @@ def test_padding_never_enters_a_pooled_vector() -> None:
     padded = np.zeros((3, 9, 8), np.float32) + 1e6  # huge padding: any leak would show
     for row, document in enumerate(documents):
         padded[row, :len(document)] = document
-    batch = pool(torch.from_numpy(padded), np.array([5, 2, 9]), LONG_DEPTHS, last_token=True)
+    batch = pool(torch.from_numpy(padded), Segments.whole([5, 2, 9]), LONG_DEPTHS, last_token=True)
     for row, document in enumerate(documents):
-        alone = pool(torch.from_numpy(document[None]), np.array([len(document)]), LONG_DEPTHS, last_token=True)
+        alone = pool(torch.from_numpy(document[None]), Segments.whole([len(document)]), LONG_DEPTHS, last_token=True)
         np.testing.assert_allclose(batch[row].numpy(), alone[0].numpy(), rtol=1e-6, atol=1e-6)
     assert batch.shape == (3, 4 * 8)
 
@@ -50,3 +58,26 @@ def test_padding_never_enters_a_pooled_vector() -> None:
                                                       (2, [0, 1])])
 def test_default_layers_keep_pythia_12b_relative_depth(n_layers: int, expected: list[int]) -> None:
     assert default_layers(n_layers) == expected
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 100_000])
+def test_the_closed_form_normaliser_matches_the_direct_sum(n: int) -> None:
+    weights = segment_weights(Segments.whole([n]), n, 0.067)[0]
+    assert math.isclose(weights.sum(), 1.0, rel_tol=1e-12)
+    assert math.isclose(weights[-1] / weights[max(0, n - 2)], 1.0 if n == 1 else math.exp(1 / (0.067 * n)),
+                        rel_tol=1e-9)
+
+
+def test_windows_sum_to_the_whole_document() -> None:
+    """Three windows of a 10-token document pool exactly as the document in one row."""
+    rng = np.random.default_rng(1)
+    document = rng.standard_normal((10, 6)).astype(np.float32)
+    whole = pool(torch.from_numpy(document[None]), Segments.whole([10]), LONG_DEPTHS, last_token=True)[0].numpy()
+    windows = np.zeros((3, 4, 6), np.float32)
+    for row, start in enumerate((0, 4, 8)):
+        piece = document[start:start + 4]
+        windows[row, :len(piece)] = piece
+    segments = Segments(doc_lengths=np.array([10, 10, 10]), offsets=np.array([0, 4, 8]), lengths=np.array([4, 4, 2]))
+    parts = pool(torch.from_numpy(windows), segments, LONG_DEPTHS, last_token=True).numpy()
+    np.testing.assert_allclose(combine(list(parts)), whole, rtol=1e-6, atol=1e-7)
+    assert (parts[:2, :6] == 0).all()  # only the window holding the last token gives the last-token part

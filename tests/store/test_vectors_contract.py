@@ -1,0 +1,137 @@
+"""The ``vectors`` group's write/resume/validate cycle, on every backend: a local folder and S3 (moto).
+
+The same commit protocol as ``stats`` (tests/store/test_contract.py), with a unit of documents.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+from conftest import BUCKET
+
+from store import (
+    ContractError,
+    StoreLocation,
+    StoreMismatchError,
+    VectorSession,
+    VectorsLayout,
+    VectorSlot,
+    check_vectors_compatible,
+    committed_units,
+    finish_vectors,
+    open_vectors_session,
+    validate_store,
+    write_vector_unit,
+)
+
+# 50 documents in units of 16: 16, 16, 16 and 2 documents
+LAYOUT = VectorsLayout(doc_ids=tuple(f"d{i}" for i in range(50)), hidden_size=4, poolings=("short", "long"),
+                       unit_docs=16, dtype="float16")
+_RNG = np.random.default_rng(0)
+SHORT = _RNG.normal(size=(50, 4)).astype(np.float32)
+LONG = _RNG.normal(size=(50, 16)).astype(np.float32)
+N_TOKENS = _RNG.integers(1, 300, size=50)
+
+
+@pytest.fixture(params=["local", "s3"])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> StoreLocation:
+    if request.param == "local":
+        return StoreLocation(str(tmp_path / "store.zarr"))
+    options = request.getfixturevalue("s3_options")
+    return StoreLocation(f"s3://{BUCKET}/{uuid.uuid4().hex}.zarr", options)
+
+
+def _attrs(**build: Any) -> dict[str, Any]:
+    return {"format": "activation-vectors", "format_version": 1, "hidden_size": 4, "unit_docs": 16,
+            "build_config": {"vectors": {"long_depths": [0.023, 0.067, 0.159]}, **build}}
+
+
+def _session(location: StoreLocation, label: str = "m", **build: Any) -> VectorSession:
+    return open_vectors_session(location, LAYOUT, VectorSlot(label, {"config": {"name": label}}), _attrs(**build))
+
+
+def _commit(session: VectorSession, index: int) -> None:
+    unit = LAYOUT.units()[index]
+    docs = slice(unit.start, unit.end)
+    write_vector_unit(session.group, session.slot, unit, {"short": SHORT[docs], "long": LONG[docs]},
+                      N_TOKENS[docs], None)
+
+
+def _stored(location: StoreLocation) -> xr.Dataset:
+    return xr.open_zarr(location.zarr_store(read_only=True), group="vectors", consolidated=False).load()
+
+
+def test_units_commit_in_any_order_and_a_resume_skips_them(location: StoreLocation) -> None:
+    session = _session(location)
+    for index in (3, 1):
+        _commit(session, index)
+    resumed = _session(location)  # a new session: what is committed is read from the markers
+    assert committed_units(resumed.group, resumed.slot).tolist() == [False, True, False, True]
+    for index in (0, 2):
+        _commit(resumed, index)
+    finish_vectors(resumed, None)
+    validate_store(location)
+    stored = _stored(location)
+    np.testing.assert_array_equal(stored["short"].values[0], SHORT.astype(np.float16))
+    np.testing.assert_array_equal(stored["n_tokens"].values[0], N_TOKENS)
+    # the mean is float64 of the float32 vectors handed over, whatever the stored dtype
+    np.testing.assert_allclose(stored["long_mean"].values[0], LONG.astype(np.float64).mean(axis=0), rtol=1e-12)
+    assert stored["short"].encoding["chunks"] == (1, 16, 4)
+
+
+def test_an_uncommitted_unit_reads_as_nan_and_finish_refuses(location: StoreLocation) -> None:
+    session = _session(location)
+    _commit(session, 0)
+    stored = _stored(location)
+    assert np.isnan(stored["short"].values[0, 16:]).all() and np.isnan(stored["short_mean"].values).all()
+    with pytest.raises(RuntimeError, match="uncommitted units"):
+        finish_vectors(session, None)
+    validate_store(location)  # a build in progress is a valid store
+
+
+def test_a_second_model_gets_its_own_slot_and_settings_must_match(location: StoreLocation) -> None:
+    first = _session(location, "a")
+    for index in range(4):
+        _commit(first, index)
+    finish_vectors(first, None)
+    second = _session(location, "b")
+    assert second.slot == 1 and not committed_units(second.group, 1).any()
+    assert committed_units(second.group, 0).all()  # the first model's commits stay
+    with pytest.raises(StoreMismatchError, match="different configuration"):
+        check_vectors_compatible(location, LAYOUT, _attrs(other=1)["build_config"], "a", {"name": "a"})
+    wider = VectorsLayout(LAYOUT.doc_ids, 8, LAYOUT.poolings, 16)
+    with pytest.raises(StoreMismatchError, match="hidden size 4"):
+        check_vectors_compatible(location, wider, _attrs()["build_config"], "c", {"name": "c"})
+
+
+def test_the_validator_names_a_committed_unit_with_a_lost_chunk(location: StoreLocation) -> None:
+    session = _session(location)
+    for index in range(4):
+        _commit(session, index)
+    finish_vectors(session, None)
+    fs, root = location.filesystem()
+    chunk = next(path for path in fs.find(f"{root.rstrip('/')}/vectors/short") if "/c/" in path)
+    fs.rm(chunk)
+    with pytest.raises(ContractError, match="committed but holds NaN"):
+        validate_store(location)
+
+
+def test_a_wrong_mean_or_marker_is_named(location: StoreLocation) -> None:
+    session = _session(location)
+    for index in range(4):
+        _commit(session, index)
+    finish_vectors(session, None)
+    group = zarr.open_group(location.zarr_store(), path="vectors", mode="r+", use_consolidated=False)
+    group["short_mean"][0, 0] = 9.0
+    with pytest.raises(ContractError, match="short_mean: model 'm'"):
+        validate_store(location)
+    group["short_mean"][0] = SHORT.astype(np.float64).mean(axis=0)
+    group["unit_state"][0, 2] = 1
+    with pytest.raises(ContractError, match="unit states"):
+        validate_store(location)
