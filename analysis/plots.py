@@ -99,15 +99,16 @@ def layer_overlay(dataset: xr.Dataset, metric: str, model: str | None = None) ->
     return figure
 
 
-def _heatmap(table: xr.DataArray, title: str, colour_label: str) -> Figure:
+def _heatmap(table: xr.DataArray, title: str, colour_label: str, limits: tuple[float, float] | None = None,
+             cmap: str = "viridis") -> Figure:
     plt = _pyplot()
     rows, columns = table.dims
     figure, ax = plt.subplots(figsize=(max(6, 0.5 * table.sizes[columns] + 2), max(3, 0.5 * table.sizes[rows] + 1.5)))
     values = table.values.astype(float)
     finite = values[np.isfinite(values)]
     # robust colour limits: one degenerate cell (alpha in the thousands) must not flatten the rest
-    low, high = np.percentile(finite, [5, 95]) if finite.size else (0.0, 1.0)
-    image = ax.imshow(np.ma.masked_invalid(values), aspect="auto", cmap="viridis", vmin=low, vmax=high)
+    low, high = limits or (np.percentile(finite, [5, 95]) if finite.size else (0.0, 1.0))
+    image = ax.imshow(np.ma.masked_invalid(values), aspect="auto", cmap=cmap, vmin=low, vmax=high)
     if values.size <= 120:
         for (row, column), value in np.ndenumerate(values):
             ax.text(column, row, f"{value:.2g}", ha="center", va="center", fontsize=7, color="white")
@@ -141,6 +142,38 @@ def channel_heatmap(fits: xr.Dataset, model: str | None = None) -> Figure:
     model = _first_model(fits, model)
     return _heatmap(fits["channel_slope"].sel(model=model).transpose("channel", "layer"),
                     f"per-channel slope ({model})", "slope")
+
+
+def similarity_heatmap(similarity: xr.DataArray, title: str = "cosine similarity") -> Figure:
+    """A (doc, other_doc) similarity table (``analysis.cosine_similarity``) on a fixed -1 .. 1 scale."""
+    return _heatmap(similarity, title, "cosine similarity", limits=(-1.0, 1.0), cmap="RdBu_r")
+
+
+_DIAGNOSTIC_NORMS = {"raw_norm": "raw", "centred_norm": "centred", "difference_norm": "raw - centred",
+                     "predicted_norm": "predicted mean contribution"}
+
+
+def long_vector_diagnostics(diagnostics: xr.Dataset, max_docs: int = 4) -> Figure:
+    """Per part of ``long`` vectors (``analysis.long_diagnostics``): the norms of raw, centred and
+    raw - centred vectors against the predicted mean contribution (bars), and the cosine alignment
+    of raw - centred with that prediction (line, right axis); one panel per document."""
+    plt = _pyplot()
+    docs = diagnostics["doc"].values[:max_docs]
+    figure, axes = plt.subplots(1, len(docs), figsize=(4.5 * len(docs), 4), squeeze=False)
+    parts = [str(part) for part in diagnostics["part"].values]
+    width = 0.8 / len(_DIAGNOSTIC_NORMS)
+    for ax, doc in zip(axes[0], docs):
+        row = diagnostics.sel(doc=doc)
+        for offset, (name, label) in enumerate(_DIAGNOSTIC_NORMS.items()):
+            ax.bar(np.arange(len(parts)) + (offset - 1.5) * width, row[name].values, width, label=label)
+        ax.set_xticks(range(len(parts)), parts, rotation=30, ha="right")
+        ax.set(title=str(doc), ylabel="norm")
+        twin = ax.twinx()
+        twin.plot(range(len(parts)), row["alignment"].values, "k.-", label="alignment")
+        twin.set(ylim=(-1.05, 1.05), ylabel="cosine(raw - centred, predicted)")
+    axes[0][0].legend(fontsize=7, loc="upper left")
+    figure.tight_layout()
+    return figure
 
 
 def save(figure: Figure, stem: Path, fmt: str = "png") -> list[Path]:

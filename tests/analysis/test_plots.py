@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import xarray as xr
 
 import analysis
 from analysis import open_store, plots
@@ -58,3 +59,23 @@ def test_plot_cli(store_and_fits, tmp_path: Path, capsys: pytest.CaptureFixture[
     store, _, _ = store_and_fits
     assert main([str(store), "--format", "png", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "dashboard.html").exists() and len(list(tmp_path.glob("*.png"))) >= 7
+
+
+def test_vector_diagnostics_and_similarity_heatmap(tmp_path: Path) -> None:
+    """Both vector figures draw what they are given: the heatmap's cells, the diagnostics' bars and line."""
+    similarity = xr.DataArray(np.array([[1.0, -0.5], [-0.5, 1.0]]), dims=("doc", "other_doc"),
+                              coords={"doc": ["a", "b"], "other_doc": ["a", "b"]})
+    heatmap = plots.similarity_heatmap(similarity)
+    image = heatmap.axes[0].images[0]
+    np.testing.assert_array_equal(image.get_array(), similarity.values)
+    assert image.get_clim() == (-1.0, 1.0)
+    parts = ["last_token", "depth_0.023", "depth_0.067", "depth_0.159"]
+    values = {name: (("doc", "part"), np.arange(8, dtype=float).reshape(2, 4) + offset)
+              for offset, name in enumerate(["raw_norm", "centred_norm", "difference_norm", "predicted_norm"])}
+    values["alignment"] = (("doc", "part"), np.full((2, 4), 0.5))
+    diagnostics = xr.Dataset(values, coords={"doc": ["a", "b"], "part": parts})
+    figure = plots.long_vector_diagnostics(diagnostics)
+    first = figure.axes[0]
+    assert len(first.patches) == 16  # four norms x four parts
+    assert [patch.get_height() for patch in first.patches[:4]] == [0.0, 1.0, 2.0, 3.0]
+    assert plots.save(figure, tmp_path / "diagnostics")[0].stat().st_size > 0
