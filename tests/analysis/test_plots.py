@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+from conftest import TINY_ARGS
 
 import analysis
 from analysis import open_store, plots
-from conftest import TINY_ARGS
 
 
 @pytest.fixture(scope="module")
