@@ -21,6 +21,7 @@
     python bench/vectors_bench.py                       # SmolLM2 (embedded): 64 docs x <=128 tokens; 100,000 x 576
     python bench/vectors_bench.py --docs 16 --max_seq_len 64 --skip_query
     python bench/vectors_bench.py --skip_build --nn_docs 1000000
+    python bench/vectors_bench.py --threads 1           # steadier while another process shares the CPU
 """
 
 from __future__ import annotations
@@ -238,7 +239,8 @@ def _report_throughput(setup: _Setup, full: list[float], cut: list[float], ours:
     n_docs, n_layers, last = len(checked.corpus), checked.n_layers, setup.last_block
     print(f"\nthroughput, {config.model.name} on {setup.runtime.device}, {n_docs} documents "
           f"({setup.n_tokens} tokens, <= {config.data.max_seq_len} each, batches of {config.data.batch_size}); "
-          f"pooled blocks {checked.layer_indices} of {n_layers}; {len(ours)} interleaved rounds")
+          f"pooled blocks {checked.layer_indices} of {n_layers}; {len(ours)} interleaved rounds, "
+          f"{torch.get_num_threads()} torch threads")
     print(f"  {'bare forward, every block':<30}: best {max(full):7.2f}, median {np.median(full):7.2f} docs/s  (rounds: {_rounds(full)})")
     print(f"  {f'bare forward, blocks 0-{last}':<30}: best {max(cut):7.2f}, median {np.median(cut):7.2f} docs/s  (rounds: {_rounds(cut)})")
     print(f"  {'builders.vectors build':<30}: best {max(rates):7.2f}, median {np.median(rates):7.2f} docs/s  (rounds: {_rounds(rates)})")
@@ -336,7 +338,9 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=64, help="documents per build (default 64)")
     parser.add_argument("--max_seq_len", type=int, default=128, help="tokens per document at most (default 128)")
     parser.add_argument("--batch_size", type=int, default=8, help="documents per forward pass (default 8)")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds of each path (default 3)")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds of each path (default 5)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads (0: torch's default); 1 is steadier when another process shares the CPU")
     parser.add_argument("--nn_docs", type=int, default=100_000, help="stored vectors searched (default 100,000)")
     parser.add_argument("--width", type=int, default=576, help="vector width (default 576, SmolLM2's)")
     parser.add_argument("--nn_repeats", type=int, default=5, help="timed queries after the first (default 5)")
@@ -344,6 +348,8 @@ def main() -> None:
     parser.add_argument("--skip_build", action="store_true", help="leave out the build throughput")
     parser.add_argument("--skip_query", action="store_true", help="leave out the nearest-neighbour query")
     options = parser.parse_args()
+    if options.threads:
+        torch.set_num_threads(options.threads)
     if not options.skip_query:
         query(options)
     if not options.skip_build:

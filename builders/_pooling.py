@@ -6,7 +6,7 @@ given as a fraction f of its length, token i gets the weight
     w_i = exp(-(n - 1 - i) / (f * n)) / Z,   Z = sum_j exp(-(n - 1 - j) / (f * n))
 
 so the last token weighs most and a token f * n positions before it weighs 1/e of that. The
-weights sum to 1. One token: w = [1]. Two tokens at f = 0.067: [0.00057, 0.99943]. Weights are
+weights sum to 1. One token: w = [1]. Two tokens at f = 0.067: [0.000574, 0.999426]. Weights are
 computed in float64 (Z in closed form) and applied in float32; positions outside a segment
 (padding in a batch) get weight 0, so padding never enters a pooled vector.
 

@@ -33,7 +33,7 @@ def test_weights_are_the_documented_formula_and_zero_past_the_length(n: int, dep
 
 
 def test_two_tokens_at_the_short_depth() -> None:
-    np.testing.assert_allclose(pooling_weights(np.array([2]), 2, 0.067)[0], [0.000573, 0.999427], atol=1e-6)
+    np.testing.assert_allclose(pooling_weights(np.array([2]), 2, 0.067)[0], [0.000574, 0.999426], atol=1e-6)
 
 
 def test_a_non_positive_depth_is_refused() -> None:
