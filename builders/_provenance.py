@@ -13,13 +13,14 @@ from builders._config import CollectConfig
 from builders._metrics import CHANNEL_DEFINITION, CHANNEL_METRIC, definitions
 from builders._models import ModelSource
 from builders._text import describe
-from store import FORMAT_NAME, FORMAT_VERSION
+from builders._vector_configs import VectorsConfig
+from store import FORMAT_NAME, FORMAT_VERSION, VECTORS_FORMAT, VECTORS_VERSION
 
 _PACKAGES = ("activation-datasets", "torch", "transformers", "zarr", "xarray", "numpy", "dask", "fsspec")
 
 
 def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def versions() -> dict[str, str]:
@@ -78,3 +79,20 @@ def sample_channels(hidden_size: int, n_channels: int, n_layers: int, seed: int)
         return np.zeros((n_layers, 0), np.int32)
     chosen = np.sort(np.random.default_rng(seed).choice(hidden_size, size=n_channels, replace=False))
     return np.tile(chosen.astype(np.int32), (n_layers, 1))
+
+
+POOLING_DEFINITIONS = {
+    "short": "mean over the chosen layers, then sum_i w_i h_i with w_i = exp(-(n-1-i)/(f n)) / Z, f = short_depth",
+    "long": "[last token, the same weighted average at each of long_depths] of the layer mean, concatenated",
+}
+
+
+def vector_group_attrs(config: VectorsConfig, hidden_size: int, unit_docs: int) -> dict[str, Any]:
+    """Attributes of the ``vectors`` group shared by every model in it."""
+    return {
+        "format": VECTORS_FORMAT, "format_version": VECTORS_VERSION,
+        "description": "pooled document vectors; see docs/store-format.md and docs/vectors.md",
+        "hidden_size": hidden_size, "unit_docs": unit_docs, "dataset": describe(config.data),
+        "build_config": config.build_config(), "pooling_definitions": POOLING_DEFINITIONS,
+        "created": now(), "versions": versions(),
+    }

@@ -12,29 +12,23 @@ from __future__ import annotations
 
 import sys
 import time
-from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from builders import _models as models
-from builders._capture import LayerOutputs
-from builders._cli import from_dict, run_cli
-from builders._documents import Corpus, bos_id, corpus_of, document_tokens, read_corpus, unit_batches
-from builders._pooling import combine, default_layers, pool_layers
-from builders._provenance import model_provenance, now, versions
+from builders._cli import run_cli
+from builders._documents import Corpus, bos_id, read_corpus
+from builders._provenance import model_provenance, vector_group_attrs
 from builders._runtime import ModelRuntime
-from builders._text import describe
-from builders._vector_configs import AUTO_LAYERS, VectorsConfig
+from builders._text_vectors import TextVectors, stored_config
+from builders._vector_configs import VectorsConfig
+from builders._vector_run import pooled_layers, unit_vectors
 from store import (
     VECTORS_GROUP,
     Lease,
     StoreLocation,
-    Unit,
     VectorsLayout,
     VectorSlot,
     check_ours_or_empty,
@@ -49,13 +43,8 @@ from store import (
     slot_key,
     write_vector_unit,
 )
-from store.errors import StoreLocationError
 
 DESCRIPTION = __doc__.split("\n\n")[0] if __doc__ else ""
-POOLING_DEFINITIONS = {
-    "short": "mean over the chosen layers, then sum_i w_i h_i with w_i = exp(-(n-1-i)/(f n)) / Z, f = short_depth",
-    "long": "[last token, the same weighted average at each of long_depths] of the layer mean, concatenated",
-}
 
 
 @dataclass(frozen=True)
@@ -84,7 +73,7 @@ def _check(config: VectorsConfig) -> _Checked:
     source = models.resolve_source(config.model)
     model_config = models.load_model_config(source, config.model)
     n_layers = models.num_layers(model_config)
-    layer_indices = _layers(config, n_layers)
+    layer_indices = pooled_layers(config, n_layers)
     tokenizer = models.load_tokenizer(source, config.model)
     corpus = read_corpus(config.data, tokenizer, config.vectors.prepend_bos)
     layout = VectorsLayout(corpus.doc_ids, models.hidden_size(model_config), tuple(config.vectors.poolings),
@@ -92,13 +81,6 @@ def _check(config: VectorsConfig) -> _Checked:
     if not config.overwrite:
         check_vectors_compatible(location, layout, config.build_config(), source.label, config.model_config())
     return _Checked(location, source, model_config, n_layers, layer_indices, corpus, layout, bos_id(tokenizer))
-
-
-def _layers(config: VectorsConfig, n_layers: int) -> list[int]:
-    """The blocks pooled: the configured ones (checked against the model), or the default's."""
-    if config.vectors.layers == [AUTO_LAYERS]:
-        return default_layers(n_layers)
-    return models.resolve_layers(config.vectors.layers, n_layers)
 
 
 def _quiet_transformers(config: VectorsConfig) -> None:
@@ -144,24 +126,13 @@ def _slot(config: VectorsConfig, checked: _Checked, dtype: str) -> VectorSlot:
     return VectorSlot(checked.label, provenance)
 
 
-def group_attrs(config: VectorsConfig, layout: VectorsLayout) -> dict[str, Any]:
-    """Attributes of the ``vectors`` group shared by every model in it."""
-    return {
-        "format": "activation-vectors", "format_version": 1,
-        "description": "pooled document vectors; see docs/store-format.md and docs/vectors.md",
-        "hidden_size": layout.hidden_size, "unit_docs": layout.unit_docs, "dataset": describe(config.data),
-        "build_config": config.build_config(), "pooling_definitions": POOLING_DEFINITIONS,
-        "created": now(), "versions": versions(),
-    }
-
-
 def _build(config: VectorsConfig, checked: _Checked, runtime: ModelRuntime) -> int:
     location, label, layout = checked.location, checked.label, checked.layout
     key = slot_key(VECTORS_GROUP, label)
     lease = Lease(location, key, f"pool vectors of model {label!r}")
     with reporting_write_faults(location), lease.acquire(interrupt=True):
         session = open_vectors_session(location, layout, _slot(config, checked, runtime.dtype),
-                                       group_attrs(config, layout), replace=config.overwrite)
+                                       vector_group_attrs(config, layout.hidden_size, layout.unit_docs), replace=config.overwrite)
         committed = committed_units(session.group, session.slot)
         pending = [unit for unit in layout.units() if not committed[unit.index]]
         computed = sum(unit.size for unit in pending)
@@ -193,74 +164,6 @@ def _summary(checked: _Checked, computed: int, seconds: float) -> str:
     ])
 
 
-def unit_vectors(runtime: ModelRuntime, config: VectorsConfig, corpus: Corpus, unit: Unit, pad_id: int,
-                 progress: tqdm | None = None) -> dict[str, np.ndarray]:
-    """Each pooling's (documents, features) float32 vectors of the unit's documents, in order."""
-    parts: dict[int, list[tuple[int, dict[str, np.ndarray]]]] = defaultdict(list)
-    settings = config.vectors
-    with LayerOutputs(runtime.modules) as capture:
-        for batch in unit_batches(corpus, unit, config.data.max_seq_len, config.data.batch_size, pad_id):
-            outputs = capture.run(runtime.body, torch.as_tensor(batch.token_ids, device=runtime.device),
-                                  torch.as_tensor(batch.attention_mask, device=runtime.device))
-            pooled = pool_layers(outputs, batch.segments, settings.short_depth, settings.long_depths,
-                                 settings.poolings)
-            for row, (doc, offset) in enumerate(zip(batch.docs, batch.segments.offsets)):
-                parts[int(doc)].append((int(offset), {name: values[row] for name, values in pooled.items()}))
-            if progress is not None:
-                progress.update(int(batch.segments.holds_last_token.sum()))
-    return {name: np.stack([combine([part[name] for _, part in sorted(parts[doc], key=lambda p: p[0])])
-                            for doc in range(unit.start, unit.end)])
-            for name in settings.poolings}
-
-
-class TextVectors:
-    """A store's model, loaded once, pooling new texts exactly as the store's build pooled its documents.
-
-        pool = TextVectors("stores/vectors.zarr")
-        pool(["some text"])["short"]        # (1, d) float32
-    """
-
-    def __init__(self, store: str, model: str = "", storage_options: dict[str, Any] | None = None) -> None:
-        self.config = stored_config(StoreLocation(store, storage_options or {}), model)
-        source = models.resolve_source(self.config.model)
-        model_config = models.load_model_config(source, self.config.model)
-        n_layers = models.num_layers(model_config)
-        self._tokenizer = models.load_tokenizer(source, self.config.model)
-        self.label = source.label
-        loaded = models.load_model(source, self.config.model)
-        self._runtime = ModelRuntime(loaded, models.collection_modules(loaded, _layers(self.config, n_layers), n_layers))
-
-    def __call__(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        """Each pooling's (texts, features) float32 vectors, through the build's own code path."""
-        doc_ids = [f"text {number}" for number in range(len(texts))]
-        tokens = document_tokens(list(texts), doc_ids, self._tokenizer, self.config.vectors.prepend_bos,
-                                 self.config.data)
-        corpus = corpus_of(doc_ids, tokens, self.config.data)
-        return unit_vectors(self._runtime, self.config, corpus, Unit(0, 0, len(texts)), bos_id(self._tokenizer))
-
-
-def stored_config(location: StoreLocation, model: str = "") -> VectorsConfig:
-    """The configuration a store's vectors of model ``model`` (label; may be empty for a one-model store)
-    were built with: the settings a new text must be pooled with to be comparable."""
-    group = open_vectors_group(location, mode="r")
-    if group is None:
-        raise StoreLocationError(f"no vectors in {location.display()!r}; build them first with "
-                                 "python -m builders.vectors --store ...")
-    stored = group.attrs.get("models", {})
-    labels = [str(label) for label in group["model"][:] if str(label)]
-    if not model and len(labels) == 1:
-        model = labels[0]
-    if model not in labels:
-        raise StoreLocationError(f"no vectors of model {model!r} in {location.display()!r} (found: {labels!r}); "
-                                 "pass --model.label with one of those")
-    build, model_settings = group.attrs["build_config"], dict(stored[model]["config"])
-    batch_size, layers = model_settings.pop("batch_size"), model_settings.pop("layers")
-    return from_dict(VectorsConfig, {
-        "model": model_settings, "data": {**build["data"], "batch_size": batch_size},
-        "vectors": {**build["vectors"], "layers": layers}, "store": location.url,
-        "storage_options": dict(location.storage_options)})
-
-
 def _query_text(config: VectorsConfig) -> int:
     """--text: the text's vector through the store's model and settings, then its nearest documents."""
     from analysis import nearest, vectors  # the query lives in analysis; the model here
@@ -276,6 +179,9 @@ def _query_text(config: VectorsConfig) -> int:
           f"{'centred ' if config.query.centre else ''}cosine):")
     print(found.to_string(index=False))
     return 0
+
+
+__all__ = ["TextVectors", "VectorsConfig", "main", "run", "stored_config"]
 
 
 def main(argv: list[str] | None = None) -> int:
