@@ -10,7 +10,8 @@
    forward cut after the same block (``truncated_body``, as in collect_bench) is timed too, to show what
    hooks, pooling and writes cost on their own. Rounds are interleaved with alternating order, each
    build into a fresh store; ratios are paired per round. Goal: build / bare >= 0.95.
-   One plain ``builders.vectors.main([...])`` (model loading included) is timed once for scale.
+   One plain ``builders.vectors.main([...])`` (checks and model loading included; the load is warm,
+   the model's second in this process) is timed once for scale.
 2. Nearest neighbours: ``analysis.nearest(analysis.vectors(path), position, k=10)``, the open
    included, over N synthetic vectors of width d (seeded normal around a shared offset, float16 as a
    default build stores them) written once through the store API into a local store. The first call
@@ -42,15 +43,22 @@ import numpy as np
 import torch
 from torch import nn
 
-import builders.vectors as vectors
-from builders import _models as models
 from analysis import nearest, open_vectors
+from builders import _models as models
+from builders import vectors
 from builders._cli import parse_config
 from builders._config import ModelConfig
 from builders._documents import unit_batches
 from builders._runtime import ModelRuntime
 from builders._vector_configs import VectorsConfig
-from store import StoreLocation, VectorsLayout, VectorSlot, finish_vectors, open_vectors_session, write_vector_unit
+from store import (
+    StoreLocation,
+    VectorsLayout,
+    VectorSlot,
+    finish_vectors,
+    open_vectors_session,
+    write_vector_unit,
+)
 
 # ---------------------------------------------------------------- 1. build throughput
 
@@ -239,8 +247,8 @@ def _report_throughput(setup: _Setup, full: list[float], cut: list[float], ours:
     n_docs, n_layers, last = len(checked.corpus), checked.n_layers, setup.last_block
     print(f"\nthroughput, {config.model.name} on {setup.runtime.device}, {n_docs} documents "
           f"({setup.n_tokens} tokens, <= {config.data.max_seq_len} each, batches of {config.data.batch_size}); "
-          f"pooled blocks {checked.layer_indices} of {n_layers}; {len(ours)} interleaved rounds, "
-          f"{torch.get_num_threads()} torch threads")
+          f"pooled blocks {checked.layer_indices} of {n_layers}; {len(ours)} interleaved rounds; "
+          f"torch threads: {torch.get_num_threads()}")
     print(f"  {'bare forward, every block':<30}: best {max(full):7.2f}, median {np.median(full):7.2f} docs/s  (rounds: {_rounds(full)})")
     print(f"  {f'bare forward, blocks 0-{last}':<30}: best {max(cut):7.2f}, median {np.median(cut):7.2f} docs/s  (rounds: {_rounds(cut)})")
     print(f"  {'builders.vectors build':<30}: best {max(rates):7.2f}, median {np.median(rates):7.2f} docs/s  (rounds: {_rounds(rates)})")
@@ -255,7 +263,7 @@ def _report_throughput(setup: _Setup, full: list[float], cut: list[float], ours:
     build_seconds = n_docs / np.median(rates)
     opened = statistics.median(r.open_seconds for r in ours)
     print(f"  {'of a build round':<30}: store creation {opened:.3f} s ({opened / build_seconds:.1%}, in the rate)")
-    print(f"  {'whole builders.vectors.main':<30}: {main_seconds:.1f} s once, model loading and checks included "
+    print(f"  {'whole builders.vectors.main':<30}: {main_seconds:.1f} s once, checks and (warm) model loading included "
           f"({n_docs / main_seconds:.2f} docs/s)")
 
 

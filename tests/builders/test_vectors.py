@@ -16,6 +16,7 @@ import pytest
 import torch
 import xarray as xr
 import zarr
+from conftest import TINY_ARGS
 from small_stores import tree_digest
 
 from builders import _models as models
@@ -258,3 +259,16 @@ def test_build_and_rerun_on_every_backend(target: tuple[StoreLocation, list[str]
     validate_store(location)
     code, out, _ = vectors_cli(*args)
     assert code == 0 and out.startswith("Nothing to do")
+
+
+def test_vectors_sit_beside_stats_in_one_store(tiny_model: Callable[[str], Path], collect_cli: Runner,
+                                               vectors_cli: Runner, tmp_path: Path) -> None:
+    store = tmp_path / "both.zarr"
+    assert collect_cli("--model.name", str(tiny_model("llama")), "--store", str(store), *TINY_ARGS)[0] == 0
+    stats_before = tree_digest(store / "stats")
+    assert vectors_cli("--model.name", str(tiny_model("llama")), "--store", str(store), *TINY)[0] == 0
+    assert tree_digest(store / "stats") == stats_before  # the vectors build never touches the statistics
+    assert validate_store(str(store)).sizes["token"] == 4096  # both groups checked, stats returned
+    tree = xr.open_datatree(store, engine="zarr")
+    assert {"/stats", "/vectors"} <= set(tree.groups)
+    assert tree["vectors"]["short"].shape == (1, 24, 32)
