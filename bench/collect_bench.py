@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import io
 import statistics
 import subprocess
@@ -30,99 +31,88 @@ from unittest import mock
 
 import numpy as np
 import torch
-from torch import nn
+from _truncate import truncated_body
 
 from builders import _models as models
+from builders import collect
 from builders._config import CollectConfig, ModelConfig
-from builders._packing import Batch, iter_batches, iter_rows, peek_rows
-from builders._provenance import store_attrs
+from builders._packing import Batch, iter_rows, peek_rows, unit_batches, unit_rows
+from builders._runtime import ModelRuntime, load_runtime
 from builders._text import iter_documents
-from builders.collect import _collect_into, _prepare, _Prepared
-from store import StoreLocation, open_session
+from store import StoreLocation, Unit, check_compatible, plan_units
 
 _MAXRSS = (
     "import resource, sys; from builders.collect import main; code = main(sys.argv[1:]); "
     "print('MAXRSS_KIB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(code)"
 )
-_FINAL_NORMS = ("norm", "ln_f", "final_layer_norm")  # Llama/Qwen/OLMo/Mixtral, GPT-2, GPT-NeoX
 
 
 @dataclasses.dataclass(frozen=True)
 class _Setup:
-    """What every round shares: the loaded model, the builder's prepared pieces, the text."""
+    """What every round shares: the builder's checks, the loaded model, the tokenizer, the batches."""
 
     config: CollectConfig
-    prepared: _Prepared
+    checked: Any  # builders.collect._Checked
+    runtime: ModelRuntime
     tokenizer: Any
-    batches: list[Batch]
-    n_layers: int
-    last_block: int
+    batches: list[Batch]  # exactly the batches the build computes, unit by unit
+
+    @property
+    def n_layers(self) -> int:
+        return models.num_layers(self.checked.model_config)
+
+    @property
+    def last_block(self) -> int:
+        return max(self.checked.layer_indices)
+
+    @property
+    def n_tokens(self) -> int:
+        return self.checked.layout.n_tokens
 
 
 def _rows(config: CollectConfig, tokenizer: Any) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """The token rows exactly as ``builders.collect._prepare`` makes them (tokenising is lazy)."""
+    """The token rows exactly as ``builders.collect._check`` makes them (tokenising is lazy)."""
     rows = iter_rows(iter_documents(config.data), tokenizer, config.data.max_seq_len)
     return peek_rows(rows, config.data.name, config.data.max_seq_len)
 
 
+_UnitRows = tuple[Unit, np.ndarray, np.ndarray]  # a unit, its token ids, their document indexes
+
+
+def _units(config: CollectConfig, checked: Any, tokenizer: Any) -> Iterator[_UnitRows]:
+    """Each work unit with its rows, as ``builders.collect._tokenise`` cuts the text."""
+    layout = checked.layout
+    planned = plan_units(layout.n_tokens, layout.shard_tokens)
+    return unit_rows(_rows(config, tokenizer), planned, config.data.max_seq_len)
+
+
+def _batches(config: CollectConfig, checked: Any, tokenizer: Any) -> list[Batch]:
+    """The batches ``builders._run.compute_unit`` forms from each unit's stored tokens."""
+    seq_len, batch_size = config.data.max_seq_len, config.data.batch_size
+    return [batch for unit, token_ids, _ in _units(config, checked, tokenizer)
+            for batch in unit_batches(token_ids, unit.start, seq_len, batch_size)]
+
+
 def _setup(config: CollectConfig) -> _Setup:
-    source = models.resolve_source(config.model)
-    n_layers = models.num_layers(models.load_model_config(source, config.model))
-    model = models.load_model(source, config.model)
-    # the builder's own checks, layout, channel sample and hooked modules, with the model loaded once
-    with mock.patch.object(models, "load_model", lambda *_: model):
-        prepared = _prepare(config)
-    tokenizer = models.load_tokenizer(source, config.model)
-    max_rows = prepared.layout.n_tokens // config.data.max_seq_len
-    batches = list(iter_batches(_rows(config, tokenizer), config.data.batch_size, max_rows))
-    last_block = max(models.resolve_layers(config.stats.layers, n_layers))
-    return _Setup(config, prepared, tokenizer, batches, n_layers, last_block)
+    checked = collect._check(config)  # the builder's own checks; it writes nothing
+    runtime = load_runtime(config)  # loaded once: both paths run this model, loading timed in neither
+    tokenizer = models.load_tokenizer(checked.source, config.model)
+    return _Setup(config, checked, runtime, tokenizer, _batches(config, checked, tokenizer))
 
 
-def _owner(root: nn.Module, target: nn.Module) -> tuple[nn.Module, str]:
-    """The parent module and attribute name under which ``target`` sits in ``root``."""
-    for parent in root.modules():
-        for name, child in parent.named_children():
-            if child is target:
-                return parent, name
-    raise LookupError(f"{type(target).__name__} is not inside {type(root).__name__}")
-
-
-@contextlib.contextmanager
-def _swapped(parent: nn.Module, name: str, replacement: nn.Module) -> Iterator[None]:
-    original = getattr(parent, name)
-    setattr(parent, name, replacement)
-    try:
-        yield
-    finally:
-        setattr(parent, name, original)
-
-
-@contextlib.contextmanager
-def truncated_body(model: nn.Module, n_layers: int, last_block: int) -> Iterator[nn.Module]:
-    """``decoder_body(model)`` running blocks ``0 .. last_block`` only, without hooks or final norm.
-
-    Collect's forward stops right after the last hooked block (``builders._capture``), never
-    reaching the later blocks or the final norm; this is the same computation minus the statistics.
-    """
-    body = models.decoder_body(model)
-    layers = models.decoder_layers(model, n_layers)
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(_swapped(*_owner(body, layers), nn.ModuleList(layers[: last_block + 1])))
-        for name in _FINAL_NORMS:
-            if isinstance(getattr(body, name, None), nn.Module):
-                stack.enter_context(_swapped(body, name, nn.Identity()))
-        yield body
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # kernels are asynchronous: time the work, not its launch
 
 
 def _bare(setup: _Setup, batches: list[Batch]) -> float:
     """Tokens/s of the truncated forward over already packed batches."""
-    model = setup.prepared.model
-    device = models.input_device(model)
+    model, device = setup.runtime.model, setup.runtime.device
     with truncated_body(model, setup.n_layers, setup.last_block) as body, torch.inference_mode():
         started = time.perf_counter()
         for batch in batches:
             body(input_ids=torch.as_tensor(batch.token_ids, device=device), use_cache=False)
+        _sync(device)
         seconds = time.perf_counter() - started
     return sum(b.n_tokens for b in batches) / seconds
 
@@ -135,27 +125,57 @@ class _CollectRound:
 
 
 def _text_seconds(setup: _Setup) -> float:
-    """Time to tokenise and pack one build's rows on their own, as the builder does."""
+    """Time to tokenise the text and cut it into units on their own, as the builder does."""
     started = time.perf_counter()
-    max_rows = setup.prepared.layout.n_tokens // setup.config.data.max_seq_len
-    for _ in iter_batches(_rows(setup.config, setup.tokenizer), setup.config.data.batch_size, max_rows):
+    for _ in _units(setup.config, setup.checked, setup.tokenizer):
         pass
     return time.perf_counter() - started
 
 
+@contextlib.contextmanager
+def _timing_open(spent: list[float]) -> Iterator[None]:
+    """Record the seconds ``builders.collect._build`` spends creating the store (open_session)."""
+    original = collect.open_session
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            spent.append(time.perf_counter() - started)
+
+    with mock.patch.object(collect, "open_session", timed):
+        yield
+
+
+def _check_complete(config: CollectConfig, setup: _Setup) -> None:
+    """Refuse a round whose build did not commit every token: its rate would mean nothing."""
+    location = StoreLocation(config.store)
+    stored = check_compatible(location, config.build_config(), setup.checked.label, config.model_config())
+    committed = stored.committed.get(setup.checked.label, 0) if stored else 0
+    if committed != setup.n_tokens:
+        raise RuntimeError(f"the build into {config.store} committed {committed} of {setup.n_tokens} tokens")
+
+
 def _collect(setup: _Setup, folder: Path) -> _CollectRound:
-    """One whole build into a fresh store through ``builders.collect``'s own loop."""
-    config, prepared = setup.config, setup.prepared
-    location = StoreLocation(str(folder / f"round-{time.monotonic_ns()}.zarr"))
-    opened = time.perf_counter()
-    attrs = store_attrs(config, prepared.layout.token_chunk)
-    session = open_session(location, prepared.layout, prepared.slot, attrs)
-    started = time.perf_counter()
-    build = dataclasses.replace(prepared, location=location, rows=_rows(config, setup.tokenizer))
-    with contextlib.redirect_stdout(io.StringIO()):  # the build's summary
-        _collect_into(config, build, session)
-    seconds = time.perf_counter() - started
-    return _CollectRound(prepared.layout.n_tokens / seconds, started - opened, _text_seconds(setup))
+    """One whole build into a fresh store through ``builders.collect._build``, as ``run`` calls it."""
+    config = dataclasses.replace(setup.config, store=str(folder / f"round-{time.monotonic_ns()}.zarr"))
+    runtime = setup.runtime
+    compute = functools.partial(collect._compute_here, runtime)
+    spent: list[float] = []
+    with _timing_open(spent), contextlib.redirect_stdout(io.StringIO()):  # the build's summary
+        started = time.perf_counter()
+        # fresh rows made inside the timing: tokenising and packing are part of the build's loop
+        checked = dataclasses.replace(setup.checked, location=StoreLocation(config.store),
+                                      rows=_rows(config, setup.tokenizer))
+        code = collect._build(config, checked, runtime.dtype, compute)
+        _sync(runtime.device)
+        seconds = time.perf_counter() - started
+    if code != 0:
+        raise RuntimeError(f"the build into {config.store} exited {code}")
+    _check_complete(config, setup)
+    open_seconds = sum(spent)
+    return _CollectRound(setup.n_tokens / (seconds - open_seconds), open_seconds, _text_seconds(setup))
 
 
 def _interleaved(steps: list[Callable[[], None]], rounds: int) -> None:
@@ -171,9 +191,9 @@ def throughput(config: CollectConfig, rounds: int, n_batches: int) -> None:
     bare: list[float] = []
     ours: list[_CollectRound] = []
     with tempfile.TemporaryDirectory() as folder:
-        config.store = str(Path(folder) / "checks.zarr")  # _prepare probes it; rounds write fresh stores
+        config.store = str(Path(folder) / "checks.zarr")  # _check probes it; rounds write fresh stores
         setup = _setup(config)
-        assert sum(b.n_tokens for b in setup.batches) == setup.prepared.layout.n_tokens, "the text ran out"
+        assert sum(b.n_tokens for b in setup.batches) == setup.n_tokens, "the text ran out"
         _bare(setup, setup.batches[:1])  # warm-up of both paths
         _collect(setup, Path(folder))
         _interleaved([lambda: bare.append(_bare(setup, setup.batches)),

@@ -7,7 +7,7 @@
    inference_mode, no hooks). Checks, tokenising and model loading run untimed, and one loaded model
    serves both paths, so only the build loop is compared. The bare forward runs every block and the
    final norm while the builder stops after its last pooled block, so the ratio can exceed 1; a bare
-   forward cut after the same block (``truncated_body``, as in collect_bench) is timed too, to show what
+   forward cut after the same block (``truncated_body``, bench/_truncate.py) is timed too, to show what
    hooks, pooling and writes cost on their own. Rounds are interleaved with alternating order, each
    build into a fresh store; ratios are paired per round. Goal: build / bare >= 0.95.
    One plain ``builders.vectors.main([...])`` (checks and model loading included; the load is warm,
@@ -41,6 +41,7 @@ from unittest import mock
 
 import numpy as np
 import torch
+from _truncate import truncated_body
 from torch import nn
 
 from analysis import nearest, open_vectors
@@ -104,43 +105,6 @@ def _setup(options: argparse.Namespace, folder: Path) -> _Setup:
     checked = vectors._check(config)
     vectors._quiet_transformers(config)
     return _Setup(options, config, checked, vectors.load_runtime(config, checked))
-
-
-_FINAL_NORMS = ("norm", "ln_f", "final_layer_norm")  # Llama/Qwen/OLMo/Mixtral, GPT-2, GPT-NeoX
-
-
-def _owner(root: nn.Module, target: nn.Module) -> tuple[nn.Module, str]:
-    """The parent module and attribute name under which ``target`` sits in ``root``."""
-    for parent in root.modules():
-        for name, child in parent.named_children():
-            if child is target:
-                return parent, name
-    raise LookupError(f"{type(target).__name__} is not inside {type(root).__name__}")
-
-
-@contextlib.contextmanager
-def _swapped(parent: nn.Module, name: str, replacement: nn.Module) -> Iterator[None]:
-    original = getattr(parent, name)
-    setattr(parent, name, replacement)
-    try:
-        yield
-    finally:
-        setattr(parent, name, original)
-
-
-@contextlib.contextmanager
-def truncated_body(model: nn.Module, n_layers: int, last_block: int) -> Iterator[nn.Module]:
-    """``decoder_body(model)`` running blocks ``0 .. last_block`` only, without hooks or final norm: the
-    blocks the builder's forward runs before LayerOutputs ends it (a copy of collect_bench's, which
-    this script does not import: that one pulls in all of builders.collect)."""
-    body = models.decoder_body(model)
-    layers = models.decoder_layers(model, n_layers)
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(_swapped(*_owner(body, layers), nn.ModuleList(layers[: last_block + 1])))
-        for name in _FINAL_NORMS:
-            if isinstance(getattr(body, name, None), nn.Module):
-                stack.enter_context(_swapped(body, name, nn.Identity()))
-        yield body
 
 
 def _bare(setup: _Setup, body: nn.Module) -> float:
