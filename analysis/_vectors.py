@@ -142,7 +142,7 @@ def _doc_position(vectors: xr.DataArray, query: int | str) -> int:
     n_docs = vectors.sizes["doc"]
     if isinstance(query, (int, np.integer)) and not isinstance(query, bool):
         if not 0 <= query < n_docs:
-            raise InputError(f"document {query} is out of range: the store holds {n_docs:,}; pass 0 .. {n_docs - 1}")
+            raise InputError(f"document {query!r} is out of range: the store holds {n_docs:,}; pass 0 .. {n_docs - 1}")
         return int(query)
     found = np.flatnonzero(np.asarray(_texts(vectors["doc_id"].values), dtype=object) == query)
     if not found.size:
@@ -194,8 +194,10 @@ def nearest(dataset: xr.Dataset, query: Query, k: int = 10, pooling: str = "shor
 def _top(scores: np.ndarray, k: int, doc_ids: xr.DataArray) -> pd.DataFrame:
     valid = np.flatnonzero(~np.isnan(scores))
     k = min(k, valid.size)
-    best = valid[np.argpartition(-scores[valid], k - 1)[:k]] if k else valid
-    best = best[np.lexsort((best, -scores[best]))]  # by similarity, ties by position
+    if k:  # every document tied with the k-th best, then by similarity and position: ties go to the first
+        kth = np.partition(-scores[valid], k - 1)[k - 1]
+        valid = valid[-scores[valid] <= kth]
+    best = valid[np.lexsort((valid, -scores[valid]))][:k]
     ids = _texts(doc_ids.isel(doc=best).values)  # only the chunks holding the winners are read
     return pd.DataFrame({"rank": np.arange(1, best.size + 1), "doc": best, "doc_id": ids, "similarity": scores[best]})
 
@@ -229,9 +231,10 @@ def long_diagnostics(dataset: xr.Dataset, docs: list[int | str], model: str | No
     of raw - centred with that prediction.
 
     The predicted contribution of a part is the centring mean pooled with the part's own weights:
-    the weights sum to 1, so pooling a constant returns it, and it is the mean's part itself.
-    Any difference from it (alignment below 1, norms apart) means the centring did not subtract
-    what it should: a mean of another width or pooling, or damaged vectors.
+    the weights sum to 1, so pooling a constant returns it, and it is the mean's part itself. So
+    raw - centred equals it (alignment 1, equal norms, up to float32 rounding) whenever the centring
+    subtracts the pooled mean and nothing else: the reference tool's check, kept as it is. What the
+    table tells beyond that is how much of each part's norm is the shared mean (raw vs centred norm).
     """
     _check_pooling(dataset, "long")
     one = _one_model(dataset, model)
@@ -244,14 +247,15 @@ def long_diagnostics(dataset: xr.Dataset, docs: list[int | str], model: str | No
     raw_p, centred_p = raw.reshape(shape), centred.reshape(shape)
     difference, predicted = raw_p - centred_p, np.broadcast_to(mean_values.reshape(1, len(parts), -1), raw_p.shape)
     with np.errstate(invalid="ignore", divide="ignore"):
-        alignment = (difference * predicted).sum(-1) / (norm(difference) * norm(predicted))
-    data = {"raw_norm": norm(raw_p), "centred_norm": norm(centred_p), "difference_norm": norm(difference),
-            "predicted_norm": norm(predicted), "alignment": alignment}
+        alignment = (difference * predicted).sum(-1) / (_norms(difference) * _norms(predicted))
+    data = {"raw_norm": _norms(raw_p), "centred_norm": _norms(centred_p), "difference_norm": _norms(difference),
+            "predicted_norm": _norms(predicted), "alignment": alignment}
     coords = {"doc": _texts(one["doc_id"].values[positions]), "part": parts}
     return xr.Dataset({name: (("doc", "part"), values) for name, values in data.items()}, coords=coords)
 
 
-def norm(values: np.ndarray) -> np.ndarray:
+def _norms(values: np.ndarray) -> np.ndarray:
+    """The Euclidean norm of each vector along the last axis."""
     return np.linalg.norm(values, axis=-1)
 
 

@@ -9,6 +9,7 @@ the unit's documents only, so a resumed build forms the same batches and writes 
 
 from __future__ import annotations
 
+import collections
 import itertools
 import sys
 from collections.abc import Iterator
@@ -55,6 +56,7 @@ def bos_id(tokenizer: Any) -> int:
 
 def read_corpus(config: DocumentsConfig, tokenizer: Any, prepend_bos: bool) -> Corpus:
     """The first ``max_docs`` documents, tokenised; an empty document or a repeated id is an error."""
+    # islice takes no stop above sys.maxsize: a larger max_docs means every document
     records = itertools.islice(iter_records(config, config.id_field), min(config.max_docs, sys.maxsize))
     doc_ids: list[str] = []
     token_ids: list[np.ndarray] = []
@@ -89,32 +91,53 @@ def corpus_of(doc_ids: list[str], token_ids: list[np.ndarray], config: Documents
 
 
 def _check_unique(doc_ids: list[str]) -> None:
-    if len(set(doc_ids)) != len(doc_ids):
-        seen: set[str] = set()
-        repeated = next(doc_id for doc_id in doc_ids if doc_id in seen or seen.add(doc_id))  # type: ignore[func-returns-value]
-        raise DataError(f"document id {repeated!r} appears twice; ids must be unique: fix the id field "
+    repeated = [doc_id for doc_id, count in collections.Counter(doc_ids).items() if count > 1]
+    if repeated:
+        raise DataError(f"document id {repeated[0]!r} appears more than once; ids must be unique: fix the id field "
                         "(--data.id_field) or leave it empty to number documents")
+
+
+def window_starts(n_tokens: int, max_seq_len: int) -> list[int]:
+    """The first pooled token of each window: the first window pools ``max_seq_len`` tokens, each later
+    one the next ``max_seq_len - context`` after ``context`` tokens of the one before (half a window)."""
+    context = max_seq_len // 2
+    return [0, *range(max_seq_len, n_tokens, max_seq_len - context)]
 
 
 def unit_batches(corpus: Corpus, unit: Unit, max_seq_len: int, batch_size: int, pad_id: int) -> Iterator[Batch]:
     """The unit's rows in batches of similar length (longest first: a memory problem shows at once)."""
-    rows = [(doc, offset) for doc in range(unit.start, unit.end)
-            for offset in range(0, len(corpus.token_ids[doc]), max_seq_len)]
-    rows.sort(key=lambda row: (-min(len(corpus.token_ids[row[0]]) - row[1], max_seq_len), row))
+    rows = [_row(corpus, doc, offset, max_seq_len) for doc in range(unit.start, unit.end)
+            for offset in window_starts(len(corpus.token_ids[doc]), max_seq_len)]
+    rows.sort(key=lambda row: (-(row.lead + row.length), row.doc, row.offset))
     for first in range(0, len(rows), batch_size):
-        yield _batch(corpus, rows[first:first + batch_size], max_seq_len, pad_id)
+        yield _batch(corpus, rows[first:first + batch_size], pad_id)
 
 
-def _batch(corpus: Corpus, rows: list[tuple[int, int]], max_seq_len: int, pad_id: int) -> Batch:
-    pieces = [corpus.token_ids[doc][offset:offset + max_seq_len] for doc, offset in rows]
+@dataclass(frozen=True)
+class _Row:
+    doc: int
+    offset: int  # first pooled token
+    length: int  # tokens pooled
+    lead: int  # tokens of context before them
+
+
+def _row(corpus: Corpus, doc: int, offset: int, max_seq_len: int) -> _Row:
+    lead = 0 if offset == 0 else max_seq_len // 2
+    length = min(max_seq_len - lead, len(corpus.token_ids[doc]) - offset)
+    return _Row(doc, offset, length, lead)
+
+
+def _batch(corpus: Corpus, rows: list[_Row], pad_id: int) -> Batch:
+    pieces = [corpus.token_ids[row.doc][row.offset - row.lead:row.offset + row.length] for row in rows]
     width = max(len(piece) for piece in pieces)
     token_ids = np.full((len(rows), width), pad_id, np.int64)
     attention_mask = np.zeros((len(rows), width), np.int64)
-    for row, piece in enumerate(pieces):
-        token_ids[row, :len(piece)] = piece
-        attention_mask[row, :len(piece)] = 1
-    docs = np.array([doc for doc, _ in rows], np.int64)
+    for index, piece in enumerate(pieces):
+        token_ids[index, :len(piece)] = piece
+        attention_mask[index, :len(piece)] = 1
+    docs = np.array([row.doc for row in rows], np.int64)
     segments = Segments(doc_lengths=np.array([len(corpus.token_ids[doc]) for doc in docs], np.int64),
-                        offsets=np.array([offset for _, offset in rows], np.int64),
-                        lengths=np.array([len(piece) for piece in pieces], np.int64))
+                        offsets=np.array([row.offset for row in rows], np.int64),
+                        lengths=np.array([row.length for row in rows], np.int64),
+                        leads=np.array([row.lead for row in rows], np.int64))
     return Batch(docs, token_ids, attention_mask, segments)

@@ -117,6 +117,15 @@ def hidden_size(model_config: Any) -> int:
     return int(config.hidden_size)
 
 
+def check_sequence_length(model_config: Any, seq_len: int, flag: str) -> None:
+    """Refuse rows longer than the model's position table (an index error deep in the forward otherwise)."""
+    config = getattr(model_config, "text_config", None) or model_config
+    limit = next((getattr(config, name) for name in ("max_position_embeddings", "n_positions")
+                  if isinstance(getattr(config, name, None), int)), None)
+    if limit is not None and seq_len > limit:
+        raise ConfigError(f"{flag} {seq_len} exceeds the model's {limit} positions; pass --{flag} {limit} or less")
+
+
 def resolve_layers(labels: list[str], n_layers: int) -> list[int]:
     """Decoder-layer number behind each label (-1 for the embedding output)."""
     named = {"embed": -1, "middle": n_layers // 2, "pre_last": n_layers - 2}

@@ -10,11 +10,12 @@ weights sum to 1. One token: w = [1]. Two tokens at f = 0.067: [0.000574, 0.9994
 computed in float64 (Z in closed form) and applied in float32; positions outside a segment
 (padding in a batch) get weight 0, so padding never enters a pooled vector.
 
-A *segment* is the part of a document one batch row holds: the whole (truncated) document, or
-one window of a long one. Each segment contributes its tokens' terms of the sums above, with
-i counted in the whole document, and the document's vector is the sum of its segments'
-contributions (``combine``): windows pool exactly as one sequence would, with the hidden states
-of each window computed in its own context.
+A *segment* is the part of a document one batch row pools: the whole (truncated) document, or
+one window of a long one, which may start with ``lead`` tokens of context (the end of the window
+before) that it runs but does not pool. Each segment contributes its pooled tokens' terms of the
+sums above, with i counted in the whole document, and the document's vector is the sum of its
+segments' contributions (``combine``): windows pool every token once, with the weights of the
+whole document; only the context each hidden state saw is bounded.
 
 - ``short``: the mean over the chosen layers, then the weighted average with f = 0.067 (d values).
 - ``long``: [last token, weighted averages with f = 0.023, 0.067, 0.159] of that layer mean (4 d).
@@ -46,14 +47,15 @@ class Segments:
     """Where each row of a batch sits in its document (all arrays of one entry per row)."""
 
     doc_lengths: np.ndarray  # tokens pooled for the row's document (every window's)
-    offsets: np.ndarray  # the row's first token's position in its document
-    lengths: np.ndarray  # tokens in the row (the rest is padding)
+    offsets: np.ndarray  # the position in its document of the row's first pooled token
+    lengths: np.ndarray  # tokens the row pools
+    leads: np.ndarray  # tokens of context before them in the row, run but not pooled (the rest is padding)
 
     @classmethod
     def whole(cls, lengths: Sequence[int] | np.ndarray) -> Segments:
         """Rows that each hold one whole document."""
         lengths = np.asarray(lengths, np.int64)
-        return cls(lengths, np.zeros_like(lengths), lengths)
+        return cls(lengths, np.zeros_like(lengths), lengths, np.zeros_like(lengths))
 
     @property
     def holds_last_token(self) -> np.ndarray:
@@ -72,8 +74,9 @@ def segment_weights(segments: Segments, width: int, depth: float) -> np.ndarray:
     doc_lengths = segments.doc_lengths[:, None].astype(np.float64)
     scale = depth * doc_lengths  # the e-folding length in tokens
     column = np.arange(width)[None, :]
-    from_end = doc_lengths - 1 - (segments.offsets[:, None] + column)
-    inside = column < segments.lengths[:, None]
+    leads = segments.leads[:, None]
+    from_end = doc_lengths - 1 - (segments.offsets[:, None] - leads + column)
+    inside = (column >= leads) & (column < leads + segments.lengths[:, None])
     # Z = sum_{k=0}^{n-1} exp(-k / scale), a geometric series; expm1 keeps it exact for long documents
     normaliser = np.expm1(-doc_lengths / scale) / np.expm1(-1.0 / scale)
     return np.where(inside, np.exp(-np.where(inside, from_end, 0) / scale), 0.0) / normaliser
@@ -88,7 +91,7 @@ def pool(layer_mean: torch.Tensor, segments: Segments, depths: Sequence[float], 
     rows, width = layer_mean.shape[:2]
     parts = []
     if last_token:
-        index = torch.as_tensor(np.maximum(segments.lengths - 1, 0), device=layer_mean.device)
+        index = torch.as_tensor(segments.leads + np.maximum(segments.lengths - 1, 0), device=layer_mean.device)
         has_last = torch.as_tensor(segments.holds_last_token, device=layer_mean.device)[:, None]
         last = layer_mean[torch.arange(rows, device=layer_mean.device), index]
         parts.append(torch.where(has_last, last, torch.zeros_like(last)))
@@ -102,7 +105,8 @@ def pool(layer_mean: torch.Tensor, segments: Segments, depths: Sequence[float], 
 def pool_layers(outputs: Sequence[torch.Tensor], segments: Segments, short_depth: float,
                 long_depths: Sequence[float], poolings: Sequence[str]) -> dict[str, np.ndarray]:
     """Each pooling's (rows, features) float32 contributions from the hooked layers' outputs."""
-    layer_mean = torch.stack([output.float() for output in outputs]).mean(dim=0)  # float32, as the reference
+    device = outputs[0].device  # blocks spread over GPUs (device_map) meet on the first one
+    layer_mean = torch.stack([output.to(device).float() for output in outputs]).mean(dim=0)  # float32
     pooled = {}
     if "short" in poolings:
         pooled["short"] = pool(layer_mean, segments, (short_depth,), last_token=False)

@@ -13,7 +13,8 @@ from builders._documents import bos_id, corpus_of, document_tokens
 from builders._runtime import ModelRuntime
 from builders._vector_configs import VectorsConfig
 from builders._vector_run import pooled_layers, unit_vectors
-from store import StoreLocation, Unit, open_vectors_group
+from builders.errors import DataError
+from store import StoreLocation, Unit, open_vectors_group, resolve_location
 from store.errors import StoreLocationError
 
 
@@ -25,7 +26,7 @@ class TextVectors:
     """
 
     def __init__(self, store: str, model: str = "", storage_options: dict[str, Any] | None = None) -> None:
-        self.config = stored_config(StoreLocation(store, storage_options or {}), model)
+        self.config = stored_config(resolve_location(store, storage_options), model)
         source = models.resolve_source(self.config.model)
         model_config = models.load_model_config(source, self.config.model)
         n_layers = models.num_layers(model_config)
@@ -36,6 +37,8 @@ class TextVectors:
 
     def __call__(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """Each pooling's (texts, features) float32 vectors, through the build's own code path."""
+        if isinstance(texts, str) or not texts or not all(isinstance(text, str) and text.strip() for text in texts):
+            raise DataError(f"texts must be a non-empty list of texts with words in them, got {texts!r:.80}")
         doc_ids = [f"text {number}" for number in range(len(texts))]
         tokens = document_tokens(list(texts), doc_ids, self._tokenizer, self.config.vectors.prepend_bos,
                                  self.config.data)
@@ -56,12 +59,13 @@ def stored_config(location: StoreLocation, model: str = "") -> VectorsConfig:
         model = labels[0]
     if model not in labels:
         raise StoreLocationError(f"no vectors of model {model!r} in {location.display()!r} (found: {labels!r}); "
-                                 "pass --model.label with one of those")
+                                 "pass --model.label with one of those")  # empty: the store has several
     build, model_settings = group.attrs["build_config"], dict(stored[model]["config"])
     batch_size, layers = model_settings.pop("batch_size"), model_settings.pop("layers")
     return from_dict(VectorsConfig, {
         "model": model_settings, "data": {**build["data"], "batch_size": batch_size},
-        "vectors": {**build["vectors"], "layers": layers}, "store": location.url,
+        "vectors": {**build["vectors"], "layers": layers}, "query": {"pooling": build["vectors"]["poolings"][0]},
+        "store": location.url,
         "storage_options": dict(location.storage_options)})
 
 

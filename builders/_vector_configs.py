@@ -11,8 +11,8 @@ from typing import Any
 
 from builders._config import ModelConfig, TextSourceConfig, _positive, normalise_layer
 from builders._pooling import LONG_DEPTHS, SHORT_DEPTHS
+from store import POOLINGS, VECTOR_DTYPES
 from store._options import check_path_text
-from store._vectors import POOLINGS, VECTOR_DTYPES
 from store.errors import ConfigError
 
 LONG_DOC_POLICIES = ("truncate", "windows")
@@ -133,7 +133,7 @@ class VectorsConfig:
     """fsspec options for the store, e.g. endpoint_url=http://127.0.0.1:9000 (never saved in the store)."""
 
     text: str = ""
-    """Instead of building: pool this text with the model and settings of the store's build and print its nearest stored documents."""
+    """Instead of building: pool this text with the model and settings of the store's build and print its nearest stored documents (--model.label picks the model in a store of several)."""
 
     overwrite: bool = False
     """Replace the store's vectors group (its other groups stay) when it was built with other settings or documents."""
@@ -145,7 +145,7 @@ class VectorsConfig:
         if not self.store.strip():
             raise ConfigError("store is empty; pass --store with a path or s3:// URL")
         check_path_text(self.store, "store")
-        if self.query.pooling not in self.vectors.poolings:
+        if not self.text and self.query.pooling not in self.vectors.poolings:  # --text: the store's poolings
             raise ConfigError(f"query.pooling {self.query.pooling!r} is not among vectors.poolings "
                               f"{self.vectors.poolings!r}; add it or query another pooling")
 

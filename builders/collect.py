@@ -117,6 +117,7 @@ def _check(config: CollectConfig) -> _Checked:
     documents = iter_documents(config.data)  # a missing local file fails here, before any loading
     source = models.resolve_source(config.model)
     model_config = models.load_model_config(source, config.model)
+    models.check_sequence_length(model_config, config.data.max_seq_len, "data.max_seq_len")
     n_layers = models.num_layers(model_config)
     layer_indices = models.resolve_layers(config.stats.layers, n_layers)
     hidden_size = models.hidden_size(model_config)

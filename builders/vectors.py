@@ -32,17 +32,19 @@ from store import (
     VectorsLayout,
     VectorSlot,
     check_ours_or_empty,
-    check_vectors_compatible,
+    check_vectors_documents,
+    check_vectors_settings,
     claim_unit,
     committed_units,
     finish_vectors,
-    mean_is_set,
-    open_vectors_group,
     open_vectors_session,
     reporting_write_faults,
+    resolve_location,
     slot_key,
+    vectors_complete,
     write_vector_unit,
 )
+from store.errors import ConfigError
 
 DESCRIPTION = __doc__.split("\n\n")[0] if __doc__ else ""
 
@@ -71,7 +73,10 @@ def _check(config: VectorsConfig) -> _Checked:
     location.check_writable()
     check_ours_or_empty(location)  # never write into, or --overwrite, a folder of other files
     source = models.resolve_source(config.model)
+    if not config.overwrite:  # before tokenising the corpus: a different setting is refused at once
+        check_vectors_settings(location, config.build_config(), source.label, config.model_config())
     model_config = models.load_model_config(source, config.model)
+    models.check_sequence_length(model_config, config.data.max_seq_len, "data.max_seq_len")
     n_layers = models.num_layers(model_config)
     layer_indices = pooled_layers(config, n_layers)
     tokenizer = models.load_tokenizer(source, config.model)
@@ -79,7 +84,7 @@ def _check(config: VectorsConfig) -> _Checked:
     layout = VectorsLayout(corpus.doc_ids, models.hidden_size(model_config), tuple(config.vectors.poolings),
                            config.vectors.unit_docs, config.vectors.dtype)
     if not config.overwrite:
-        check_vectors_compatible(location, layout, config.build_config(), source.label, config.model_config())
+        check_vectors_documents(location, layout)
     return _Checked(location, source, model_config, n_layers, layer_indices, corpus, layout, bos_id(tokenizer))
 
 
@@ -101,18 +106,10 @@ def run(config: VectorsConfig) -> int:
         return _query_text(config)
     checked = _check(config)
     _quiet_transformers(config)
-    if _complete(config, checked):  # a finished build re-run: no lease, no write, not a byte changed
+    if not config.overwrite and vectors_complete(checked.location, checked.label):  # not a byte changes
         print(_nothing_to_do(checked))
         return 0
     return _build(config, checked, load_runtime(config, checked))
-
-
-def _complete(config: VectorsConfig, checked: _Checked) -> bool:
-    group = None if config.overwrite else open_vectors_group(checked.location, mode="r")
-    if group is None or checked.label not in [str(label) for label in group["model"][:]]:
-        return False
-    slot = [str(label) for label in group["model"][:]].index(checked.label)
-    return bool(committed_units(group, slot).all()) and mean_is_set(group, slot)
 
 
 def _nothing_to_do(checked: _Checked) -> str:
@@ -168,9 +165,12 @@ def _query_text(config: VectorsConfig) -> int:
     """--text: the text's vector through the store's model and settings, then its nearest documents."""
     from analysis import nearest, vectors  # the query lives in analysis; the model here
 
-    explicit = config.model != type(config.model)()  # a model named on the command line, else the store's only one
-    label = models.resolve_source(config.model).label if explicit else ""
-    pool = TextVectors(config.store, label, config.storage_options)
+    stored = stored_config(resolve_location(config.store, config.storage_options), config.model.label)
+    if config.query.pooling not in stored.vectors.poolings:
+        raise ConfigError(f"the store holds {stored.vectors.poolings!r} vectors, not {config.query.pooling!r}; "
+                          "pass --query.pooling with one of those")
+    _quiet_transformers(config)
+    pool = TextVectors(config.store, config.model.label, config.storage_options)
     query = pool([config.text])[config.query.pooling][0]
     dataset = vectors(config.store, storage_options=config.storage_options)
     found = nearest(dataset, query, k=config.query.k, pooling=config.query.pooling, model=pool.label,

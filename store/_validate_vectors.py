@@ -10,7 +10,15 @@ import zarr
 
 from store._location import StoreLocation
 from store._schema import UNIT_COMMITTED, UNIT_EMPTY
-from store._vectors import FEATURE_DIMS, POOLING_PARTS, POOLINGS, VECTOR_DTYPES, VECTORS_FORMAT, VECTORS_GROUP
+from store._vectors import (
+    FEATURE_DIMS,
+    POOLING_PARTS,
+    POOLINGS,
+    VECTOR_DTYPES,
+    VECTORS_FORMAT,
+    VECTORS_GROUP,
+    VECTORS_VERSION,
+)
 
 _FIXED = {"n_tokens": ("model", "doc"), "unit_state": ("model", "unit"), "doc_id": ("doc",), "model": ("model",)}
 
@@ -27,16 +35,20 @@ def vector_problems(location: StoreLocation) -> list[str]:
         if problems:
             return problems
         problems = _shape_problems(group)
-        return problems or _content_problems(group)
+        return problems or _content_problems(group, location)
 
 
 def _attr_problems(group: zarr.Group) -> list[str]:
     attrs = group.attrs
     if attrs.get("format") != VECTORS_FORMAT:
         return [f"vectors: format is {attrs.get('format')!r}, not {VECTORS_FORMAT!r}"]
+    if attrs.get("format_version") != VECTORS_VERSION:
+        return [f"vectors: format_version is {attrs.get('format_version')!r}; this version reads {VECTORS_VERSION}"]
     problems = [f"vectors: attribute {name!r} is missing" for name in ("hidden_size", "unit_docs", "build_config",
                                                                        "models") if name not in attrs]
-    missing = [name for name in _FIXED if name not in group]
+    built = [pooling for pooling in POOLINGS if pooling in group]
+    missing = [name for name in [*_FIXED, *(f"{p}_{part}" for p in built for part in ("sum", "mean"))]
+               if name not in group]
     problems += [f"vectors: array {name!r} is missing" for name in missing]
     if not any(pooling in group for pooling in POOLINGS):
         problems.append(f"vectors: no pooled vectors (none of {list(POOLINGS)!r})")
@@ -81,20 +93,21 @@ def _dtype_problems(group: zarr.Group, unit_docs: int) -> list[str]:
     return problems
 
 
-def _content_problems(group: zarr.Group) -> list[str]:
+def _content_problems(group: zarr.Group, location: StoreLocation) -> list[str]:
     doc_ids = [str(doc_id) for doc_id in group["doc_id"][:]]
     problems = [] if len(set(doc_ids)) == len(doc_ids) else ["vectors/doc_id: document ids repeat"]
     labels = [str(label) for label in group["model"][:]]
     models = group.attrs.get("models", {})
+    stored_chunks = {pooling: _stored_chunks(location, pooling) for pooling in POOLINGS if pooling in group}
     for slot, label in enumerate(labels):
         if label and label not in models:
             problems.append(f"vectors: model {label!r} has no provenance in the group's 'models' attribute")
         if label:
-            problems += _slot_problems(group, slot, label)
+            problems += _slot_problems(group, slot, label, stored_chunks)
     return problems
 
 
-def _slot_problems(group: zarr.Group, slot: int, label: str) -> list[str]:
+def _slot_problems(group: zarr.Group, slot: int, label: str, stored_chunks: dict[str, set[tuple[int, ...]]]) -> list[str]:
     states = np.asarray(group["unit_state"][slot])
     unknown = sorted(set(states.tolist()) - {UNIT_EMPTY, UNIT_COMMITTED})
     if unknown:
@@ -103,12 +116,10 @@ def _slot_problems(group: zarr.Group, slot: int, label: str) -> list[str]:
     committed = np.flatnonzero(states == UNIT_COMMITTED)
     problems = []
     for pooling in (p for p in POOLINGS if p in group):
-        for unit in committed:
-            docs = slice(int(unit) * unit_docs, min((int(unit) + 1) * unit_docs, n_docs))
-            if np.isnan(np.asarray(group[pooling][slot, docs], np.float32)).any():
-                problems.append(f"vectors/{pooling}: model {label!r} unit {unit} is committed but holds NaN "
-                                "(a missing or damaged chunk)")
-                break
+        lost = [int(unit) for unit in committed if (slot, int(unit), 0) not in stored_chunks[pooling]]
+        if lost:
+            problems.append(f"vectors/{pooling}: model {label!r} unit {lost[0]} is committed but its chunk is "
+                            f"missing ({len(lost)} such units): restore it from a copy or rebuild that model")
         if committed.size == states.size:
             problems += _mean_problems(group, slot, label, pooling, n_docs)
     lengths = np.asarray(group["n_tokens"][slot])
@@ -118,12 +129,29 @@ def _slot_problems(group: zarr.Group, slot: int, label: str) -> list[str]:
     return problems
 
 
+def _stored_chunks(location: StoreLocation, array: str) -> set[tuple[int, ...]]:
+    """The chunk keys of one vectors array that exist, from one listing (no data read: a store of a million
+    documents on S3 is checked in a few requests)."""
+    fs, root = location.filesystem()
+    prefix = f"{root.rstrip('/')}/{VECTORS_GROUP}/{array}/c/"
+    try:
+        paths = fs.find(prefix)
+    except FileNotFoundError:
+        return set()
+    keys = set()
+    for path in paths:
+        parts = path[path.find("/c/") + 3:].split("/")
+        if all(part.isdigit() for part in parts):
+            keys.add(tuple(int(part) for part in parts))
+    return keys
+
+
 def _mean_problems(group: zarr.Group, slot: int, label: str, pooling: str, n_docs: int) -> list[str]:
     mean = np.asarray(group[f"{pooling}_mean"][slot])
     expected = np.asarray(group[f"{pooling}_sum"][slot]).sum(axis=0) / n_docs
     if np.isnan(mean).any():
-        return [f"vectors/{pooling}_mean: model {label!r} has every unit committed but no corpus mean "
-                "(rerun the build to finish it)"]
+        return [(f"vectors/{pooling}_mean: model {label!r} has every unit committed but no corpus mean "
+                 "(rerun the build to finish it)")]
     if not np.allclose(mean, expected, rtol=1e-9, atol=1e-12):
         return [f"vectors/{pooling}_mean: model {label!r}'s mean is not the sum of its units' sums / {n_docs}"]
     return []

@@ -40,7 +40,7 @@ from store._settings import check_same
 from store._staging import clear_staging
 from store._stats_store import structure_lease
 from store._units import Unit, mark_unit, plan_units
-from store.errors import StoreLocationError, StoreMismatchError, first_line
+from store.errors import ConfigError, StoreLocationError, StoreMismatchError, first_line
 
 VECTORS_GROUP = "vectors"
 VECTORS_FORMAT = "activation-vectors"
@@ -148,20 +148,30 @@ def _has_commits(group: zarr.Group | None) -> bool:
     return group is not None and "unit_state" in group and bool(np.any(group["unit_state"][:] > UNIT_EMPTY))
 
 
-def check_vectors_compatible(location: StoreLocation, layout: VectorsLayout, build_config: dict[str, Any],
-                             label: str, model_config: dict[str, Any]) -> None:
-    """Refuse, before any work, a build whose settings, documents or width differ from the stored ones.
+def check_vectors_settings(location: StoreLocation, build_config: dict[str, Any], label: str,
+                           model_config: dict[str, Any]) -> None:
+    """Refuse, before any work, settings that differ from those the group's commits were made with.
 
     A group with nothing committed has nothing to lose and is always compatible.
     """
     group = open_vectors_group(location, mode="r")
-    if not _has_commits(group):
-        return
+    if _has_commits(group):
+        _check_settings(group, build_config, label, model_config, location)
+
+
+def check_vectors_documents(location: StoreLocation, layout: VectorsLayout) -> None:
+    """Refuse documents or a hidden size other than the committed group's (after tokenising)."""
+    group = open_vectors_group(location, mode="r")
+    if _has_commits(group):
+        _check_documents(group, layout, location)
+
+
+def _check_settings(group: zarr.Group, build_config: dict[str, Any], label: str, model_config: dict[str, Any],
+                    location: StoreLocation) -> None:
     check_same(group.attrs.get("build_config", {}), build_config, location)
     stored_model = group.attrs.get("models", {}).get(label, {}).get("config")
     if stored_model is not None:
         check_same(stored_model, model_config, location, model=label)
-    _check_documents(group, layout, location)
 
 
 def _check_documents(group: zarr.Group, layout: VectorsLayout, location: StoreLocation) -> None:
@@ -184,12 +194,17 @@ def open_vectors_session(location: StoreLocation, layout: VectorsLayout, slot: V
                          attrs: dict[str, Any], replace: bool = False) -> VectorSession:
     """A session for ``slot``: a new group, a new model in the group, or a resume.
 
-    Runs under the store's structure lease. ``replace`` (``--overwrite``) first removes the
-    ``vectors`` group (only it: the store's other groups stay), refused while another build writes it.
+    Runs under the store's structure lease, and checks the settings (``attrs["build_config"]``,
+    ``slot.provenance["config"]``) and documents again there: another build may have committed since
+    the caller's checks. ``replace`` (``--overwrite``) removes the ``vectors`` group (only it: the
+    store's other groups stay) when they differ, refused while another build writes it; when they
+    match, the build resumes as without it.
     """
     with structure_lease(location, f"open a vectors slot for model {slot.label!r}") as lease:
         group = open_vectors_group(location)
-        if replace or not _has_commits(group):
+        if _has_commits(group) and not _compatible(group, layout, slot, attrs, location, replace):
+            group = None
+        if not _has_commits(group):
             _check_no_other_writers(location, slot.label)
             lease.ensure_held()
             return _create(location, layout, slot, attrs)
@@ -200,6 +215,19 @@ def open_vectors_session(location: StoreLocation, layout: VectorsLayout, slot: V
         clear_staging(location, VECTORS_GROUP, slot.label)
         consolidate(location)
         return VectorSession(group, index, _stored_layout(group), location, slot.label)
+
+
+def _compatible(group: zarr.Group, layout: VectorsLayout, slot: VectorSlot, attrs: dict[str, Any],
+                location: StoreLocation, replace: bool) -> bool:
+    """Whether the build may write into the committed group; a mismatch raises unless ``replace``."""
+    try:
+        _check_settings(group, attrs["build_config"], slot.label, slot.provenance.get("config", {}), location)
+        _check_documents(group, layout, location)
+    except StoreMismatchError:
+        if not replace:
+            raise
+        return False
+    return True
 
 
 def _check_no_other_writers(location: StoreLocation, label: str) -> None:
@@ -254,6 +282,16 @@ def _add_model(group: zarr.Group, labels: list[str], slot: VectorSlot, lease: Le
     return index
 
 
+def vectors_complete(location: StoreLocation, label: str) -> bool:
+    """Whether model ``label``'s vectors are complete: every unit committed and its means set."""
+    group = open_vectors_group(location, mode="r")
+    labels = [] if group is None else [str(name) for name in group["model"][:]]
+    if label not in labels:
+        return False
+    slot = labels.index(label)
+    return bool(committed_units(group, slot).all()) and mean_is_set(group, slot)
+
+
 def committed_units(group: zarr.Group, slot: int) -> np.ndarray:
     """Whether each unit of model slot ``slot`` is committed (one small object per unit, read once)."""
     return np.asarray(group["unit_state"][slot]) == UNIT_COMMITTED
@@ -263,15 +301,25 @@ def write_vector_unit(group: zarr.Group, slot: int, unit: Unit, pooled: dict[str
                       n_tokens: np.ndarray, claim: Lease | None) -> None:
     """Write one unit: its pooled float32 vectors (cast to the stored dtype), their float64 sums and the
     documents' lengths, each one chunk; then the unit's marker."""
+    stored = {pooling: _stored_values(vectors, group[pooling].dtype, pooling) for pooling, vectors in pooled.items()}
     if claim is not None:
         claim.ensure_held()  # never write after another writer may have taken the unit over
     docs = slice(unit.start, unit.end)
     for pooling, vectors in pooled.items():
-        array = group[pooling]
-        array[slot, docs] = vectors.astype(array.dtype)
+        group[pooling][slot, docs] = stored[pooling]
         group[f"{pooling}_sum"][slot, unit.index] = vectors.astype(np.float64).sum(axis=0)
     group["n_tokens"][slot, docs] = n_tokens.astype(np.int32)
     mark_unit(group, slot, unit, UNIT_COMMITTED, claim)
+
+
+def _stored_values(vectors: np.ndarray, dtype: np.dtype, pooling: str) -> np.ndarray:
+    """The vectors in the stored dtype; a value beyond its range (float16: 65504) is refused, not stored as inf."""
+    stored = vectors.astype(dtype)
+    if not np.isfinite(stored).all():
+        largest = float(np.nanmax(np.abs(vectors)))
+        raise ConfigError(f"{pooling} vectors reach {largest:.6g}, beyond what {dtype} stores (|x| <= "
+                          f"{float(np.finfo(dtype).max):.6g}); rebuild into another --store with --vectors.dtype float32")
+    return stored
 
 
 def finish_vectors(session: VectorSession, lease: Lease | None) -> None:

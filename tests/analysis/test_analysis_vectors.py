@@ -480,3 +480,19 @@ def test_nearest_over_s3_equals_local(corpus: WrittenStore, corpus_ds: xr.Datase
         pd.testing.assert_frame_equal(analysis.nearest(remote, query, k=7, pooling=pooling),
                                       analysis.nearest(corpus_ds, query, k=7, pooling=pooling))
     assert_array_equal(remote["long"].values, corpus_ds["long"].values)
+
+
+def test_ties_go_to_the_first_document(tmp_path: Path) -> None:
+    """Identical vectors in several units and chunks: the k best are the first of them, in order."""
+    pooled = random_vectors(40, seed=7)
+    for copy in (3, 11, 19, 27, 35):
+        for name in pooled:
+            pooled[name][copy] = pooled[name][3]
+    written = write_store(StoreLocation(str(tmp_path / "ties.zarr")), pooled)
+    dataset = open_in_small_chunks(written.url)
+    query = pooled["short"][3]
+    for k in (1, 2, 3):
+        found = analysis.nearest(dataset, query, k=k, centre=False)
+        assert found["doc"].tolist() == [3, 11, 19][:k]
+    found = analysis.nearest(dataset, 11, k=2, centre=False)  # itself left out: the first two other copies
+    assert found["doc"].tolist() == [3, 19]

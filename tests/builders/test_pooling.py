@@ -77,7 +77,20 @@ def test_windows_sum_to_the_whole_document() -> None:
     for row, start in enumerate((0, 4, 8)):
         piece = document[start:start + 4]
         windows[row, :len(piece)] = piece
-    segments = Segments(doc_lengths=np.array([10, 10, 10]), offsets=np.array([0, 4, 8]), lengths=np.array([4, 4, 2]))
+    segments = Segments(doc_lengths=np.array([10, 10, 10]), offsets=np.array([0, 4, 8]), lengths=np.array([4, 4, 2]),
+                        leads=np.zeros(3, np.int64))
     parts = pool(torch.from_numpy(windows), segments, LONG_DEPTHS, last_token=True).numpy()
     np.testing.assert_allclose(combine(list(parts)), whole, rtol=1e-6, atol=1e-7)
     assert (parts[:2, :6] == 0).all()  # only the window holding the last token gives the last-token part
+
+
+def test_context_tokens_are_run_but_never_pooled() -> None:
+    """A row of 2 context tokens then 3 pooled ones weighs only the 3, by their place in the document."""
+    rng = np.random.default_rng(2)
+    document = rng.standard_normal((8, 5)).astype(np.float32)
+    whole = pool(torch.from_numpy(document[None]), Segments.whole([8]), LONG_DEPTHS, last_token=True)[0].numpy()
+    first = Segments(np.array([8]), np.array([0]), np.array([5]), np.array([0]))
+    second = Segments(np.array([8]), np.array([5]), np.array([3]), np.array([2]))  # tokens 3, 4 as context
+    parts = [pool(torch.from_numpy(document[None, :5]), first, LONG_DEPTHS, last_token=True)[0].numpy(),
+             pool(torch.from_numpy(document[None, 3:8]), second, LONG_DEPTHS, last_token=True)[0].numpy()]
+    np.testing.assert_allclose(combine(parts), whole, rtol=1e-6, atol=1e-7)

@@ -123,8 +123,9 @@ def test_a_text_vector_equals_the_stored_vector_of_the_same_document(tiny_model:
 
 def test_windows_pool_every_token_with_the_whole_documents_weights(tiny_model: Callable[[str], Path],
                                                                    vectors_cli: Runner, tmp_path: Path) -> None:
-    """A long document in windows of 16 tokens equals a direct computation: each window's hidden states in
-    its own context, weighted by position in the whole document (docs/vectors.md)."""
+    """A long document in windows of 16 tokens equals a direct computation: the first window pools its 16
+    tokens, each later one runs 8 tokens of context then pools the next 8, and every pooled token is
+    weighted by its position in the whole document (docs/vectors.md)."""
     folder = tiny_model("llama")
     corpus = tmp_path / "one.txt"
     corpus.write_text("a fairly long document about windows and weights " * 2)
@@ -138,11 +139,16 @@ def test_windows_pool_every_token_with_the_whole_documents_weights(tiny_model: C
     tokenizer, model = models.load_tokenizer(source, config), models.load_model(source, config)
     token_ids = [tokenizer.eos_token_id, *tokenizer(corpus.read_text(), add_special_tokens=False)["input_ids"]]
     n = len(token_ids)
-    assert stored["n_tokens"].values[0, 0] == n > 16
-    windows = [token_ids[start:start + 16] for start in range(0, n, 16)]
-    with torch.inference_mode():
-        hidden = [model(input_ids=torch.tensor([w]), output_hidden_states=True).hidden_states for w in windows]
-    layer_mean = np.concatenate([((h[2] + h[3]) / 2)[0].numpy() for h in hidden]).astype(np.float64)  # blocks 1, 2
+    assert stored["n_tokens"].values[0, 0] == n > 32
+    pooled_rows = []
+    for start in [0, *range(16, n, 8)]:
+        lead = 0 if start == 0 else 8
+        window = token_ids[start - lead:start + (16 - lead)]
+        with torch.inference_mode():
+            hidden = model(input_ids=torch.tensor([window]), output_hidden_states=True).hidden_states
+        pooled_rows.append((((hidden[2] + hidden[3]) / 2)[0, lead:]).numpy())  # blocks 1 and 2, context dropped
+    layer_mean = np.concatenate(pooled_rows).astype(np.float64)
+    assert layer_mean.shape[0] == n  # every token pooled exactly once
     weights = segment_weights(Segments.whole([n]), n, 0.067)[0]
     np.testing.assert_allclose(stored["short"].values[0, 0], weights @ layer_mean, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(stored["long"].values[0, 0, :32], layer_mean[-1], rtol=1e-5, atol=1e-6)
@@ -217,6 +223,7 @@ def test_a_second_model_joins_and_a_mismatch_is_refused(tiny_model: Callable[[st
     (["--vectors.dtype", "int8"], "unknown vectors.dtype"),
     (["--data.long_docs", "drop"], "unknown data.long_docs"),
     (["--query.pooling", "long", "--vectors.poolings", "short"], "not among vectors.poolings"),
+    (["--data.max_seq_len", "4096"], "exceeds the model's 2048 positions"),
 ])
 def test_bad_input_is_one_error_line_and_writes_nothing(args: list[str], message: str, tiny_model: Callable[[str], Path],
                                                         vectors_cli: Runner, tmp_path: Path) -> None:
@@ -272,3 +279,15 @@ def test_vectors_sit_beside_stats_in_one_store(tiny_model: Callable[[str], Path]
     tree = xr.open_datatree(store, engine="zarr")
     assert {"/stats", "/vectors"} <= set(tree.groups)
     assert tree["vectors"]["short"].shape == (1, 24, 32)
+
+
+def test_a_text_query_of_a_pooling_the_store_lacks_is_one_error_line(tiny_model: Callable[[str], Path],
+                                                                    vectors_cli: Runner, tmp_path: Path) -> None:
+    store = tmp_path / "v.zarr"
+    assert vectors_cli("--model.name", str(tiny_model("llama")), "--store", str(store), *TINY,
+                       "--vectors.poolings", "long", "--query.pooling", "long")[0] == 0
+    code, out, err = vectors_cli("--store", str(store), "--text", "some words", "--progress", "false")
+    assert code == 2 and out == "" and "holds ['long'] vectors, not 'short'" in err and len(err.splitlines()) == 1
+    code, _, err = vectors_cli("--store", str(store), "--text", "some words", "--model.label", "other",
+                               "--query.pooling", "long", "--progress", "false")
+    assert code == 2 and "no vectors of model 'other'" in err

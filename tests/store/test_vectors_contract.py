@@ -16,13 +16,15 @@ import zarr
 from conftest import BUCKET
 
 from store import (
+    ConfigError,
     ContractError,
     StoreLocation,
     StoreMismatchError,
     VectorSession,
     VectorsLayout,
     VectorSlot,
-    check_vectors_compatible,
+    check_vectors_documents,
+    check_vectors_settings,
     committed_units,
     finish_vectors,
     open_vectors_session,
@@ -104,10 +106,36 @@ def test_a_second_model_gets_its_own_slot_and_settings_must_match(location: Stor
     assert second.slot == 1 and not committed_units(second.group, 1).any()
     assert committed_units(second.group, 0).all()  # the first model's commits stay
     with pytest.raises(StoreMismatchError, match="different configuration"):
-        check_vectors_compatible(location, LAYOUT, _attrs(other=1)["build_config"], "a", {"name": "a"})
+        check_vectors_settings(location, _attrs(other=1)["build_config"], "a", {"name": "a"})
     wider = VectorsLayout(LAYOUT.doc_ids, 8, LAYOUT.poolings, 16)
     with pytest.raises(StoreMismatchError, match="hidden size 4"):
-        check_vectors_compatible(location, wider, _attrs()["build_config"], "c", {"name": "c"})
+        check_vectors_documents(location, wider)
+    # a build whose checks ran before the first commit is refused again under the lease, not added
+    with pytest.raises(StoreMismatchError, match="different configuration"):
+        _session(location, "late", other=1)
+    assert [str(label) for label in _stored(location)["model"].values] == ["a", "b"]
+
+
+def test_overwrite_resumes_when_settings_match_and_replaces_when_they_differ(location: StoreLocation) -> None:
+    session = _session(location)
+    _commit(session, 0)
+    resumed = open_vectors_session(location, LAYOUT, VectorSlot("m", {"config": {"name": "m"}}), _attrs(),
+                                   replace=True)
+    assert committed_units(resumed.group, resumed.slot).tolist() == [True, False, False, False]
+    replaced = open_vectors_session(location, LAYOUT, VectorSlot("m", {"config": {"name": "m"}}),
+                                    _attrs(other=1), replace=True)
+    assert not committed_units(replaced.group, replaced.slot).any()
+
+
+def test_a_value_beyond_float16_is_refused_before_the_unit_is_written(location: StoreLocation) -> None:
+    session = _session(location)
+    unit = LAYOUT.units()[0]
+    huge = SHORT[:16].copy()
+    huge[3, 1] = 70000.0
+    with pytest.raises(ConfigError, match="vectors.dtype float32"):
+        write_vector_unit(session.group, session.slot, unit, {"short": huge, "long": LONG[:16]}, N_TOKENS[:16], None)
+    assert not committed_units(session.group, session.slot).any()
+    assert np.isnan(_stored(location)["short"].values).all()
 
 
 def test_the_validator_names_a_committed_unit_with_a_lost_chunk(location: StoreLocation) -> None:
@@ -118,7 +146,7 @@ def test_the_validator_names_a_committed_unit_with_a_lost_chunk(location: StoreL
     fs, root = location.filesystem()
     chunk = next(path for path in fs.find(f"{root.rstrip('/')}/vectors/short") if "/c/" in path)
     fs.rm(chunk)
-    with pytest.raises(ContractError, match="committed but holds NaN"):
+    with pytest.raises(ContractError, match="committed but its chunk is missing"):
         validate_store(location)
 
 
