@@ -10,6 +10,7 @@ the unit's documents only, so a resumed build forms the same batches and writes 
 from __future__ import annotations
 
 import collections
+import hashlib
 import itertools
 import sys
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ class Corpus:
     doc_ids: tuple[str, ...]
     token_ids: list[np.ndarray]  # tokens pooled per document (truncated to max_seq_len under truncate)
     n_tokens: np.ndarray  # (doc,) each document's length in tokens, before truncation
+    digests: np.ndarray  # (doc,) uint64 digest of each document's text (zeros for texts pooled on demand)
 
     def __len__(self) -> int:
         return len(self.doc_ids)
@@ -60,14 +62,21 @@ def read_corpus(config: DocumentsConfig, tokenizer: Any, prepend_bos: bool) -> C
     records = itertools.islice(iter_records(config, config.id_field), min(config.max_docs, sys.maxsize))
     doc_ids: list[str] = []
     token_ids: list[np.ndarray] = []
+    digests: list[int] = []
     while group := list(itertools.islice(records, _TOKENIZE_GROUP)):
         token_ids += document_tokens([text for _, text in group], [doc_id for doc_id, _ in group], tokenizer,
                                      prepend_bos, config, first=len(doc_ids))
         doc_ids += [doc_id for doc_id, _ in group]
+        digests += [text_digest(text) for _, text in group]
     if not doc_ids:
         raise DataError(f"text source {config.name!r} holds no documents; point --data.name at some text")
     _check_unique(doc_ids)
-    return corpus_of(doc_ids, token_ids, config)
+    return corpus_of(doc_ids, token_ids, config, np.array(digests, np.uint64))
+
+
+def text_digest(text: str) -> int:
+    """Eight bytes of BLAKE2b of the text's UTF-8: stored per document, so an edited text is noticed."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
 
 
 def document_tokens(texts: list[str], doc_ids: list[str], tokenizer: Any, prepend_bos: bool,
@@ -82,12 +91,14 @@ def document_tokens(texts: list[str], doc_ids: list[str], tokenizer: Any, prepen
     return [np.asarray([*start, *ids], np.int32) for ids in encoded]
 
 
-def corpus_of(doc_ids: list[str], token_ids: list[np.ndarray], config: DocumentsConfig) -> Corpus:
+def corpus_of(doc_ids: list[str], token_ids: list[np.ndarray], config: DocumentsConfig,
+              digests: np.ndarray | None = None) -> Corpus:
     """The corpus of these documents under the long-document policy (truncate keeps the first tokens)."""
     n_tokens = np.array([len(ids) for ids in token_ids], np.int64)
     if config.long_docs == "truncate":
         token_ids = [ids[:config.max_seq_len] for ids in token_ids]
-    return Corpus(tuple(doc_ids), token_ids, n_tokens)
+    digests = np.zeros(len(doc_ids), np.uint64) if digests is None else digests
+    return Corpus(tuple(doc_ids), token_ids, n_tokens, digests)
 
 
 def _check_unique(doc_ids: list[str]) -> None:

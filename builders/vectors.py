@@ -82,7 +82,7 @@ def _check(config: VectorsConfig) -> _Checked:
     tokenizer = models.load_tokenizer(source, config.model)
     corpus = read_corpus(config.data, tokenizer, config.vectors.prepend_bos)
     layout = VectorsLayout(corpus.doc_ids, models.hidden_size(model_config), tuple(config.vectors.poolings),
-                           config.vectors.unit_docs, config.vectors.dtype)
+                           config.vectors.unit_docs, config.vectors.dtype, corpus.digests)
     if not config.overwrite:
         check_vectors_documents(location, layout)
     return _Checked(location, source, model_config, n_layers, layer_indices, corpus, layout, bos_id(tokenizer))

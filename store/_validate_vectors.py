@@ -20,7 +20,8 @@ from store._vectors import (
     VECTORS_VERSION,
 )
 
-_FIXED = {"n_tokens": ("model", "doc"), "unit_state": ("model", "unit"), "doc_id": ("doc",), "model": ("model",)}
+_FIXED = {"n_tokens": ("model", "doc"), "unit_state": ("model", "unit"), "doc_id": ("doc",), "model": ("model",),
+          "doc_digest": ("doc",)}
 
 
 def vector_problems(location: StoreLocation) -> list[str]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import dask.array as da
@@ -60,6 +60,12 @@ class VectorsLayout:
     poolings: tuple[str, ...]
     unit_docs: int
     dtype: str = "float16"
+    # (doc,) uint64 digest of each document's text: a text edited under the same id is another document
+    doc_digests: np.ndarray | None = field(default=None, compare=False)
+
+    @property
+    def digests(self) -> np.ndarray:
+        return np.zeros(self.n_docs, np.uint64) if self.doc_digests is None else self.doc_digests
 
     @property
     def n_docs(self) -> int:
@@ -102,6 +108,7 @@ def template(layout: VectorsLayout, slot: VectorSlot, attrs: dict[str, Any]) -> 
     data_vars: dict[str, Any] = {
         "n_tokens": (("model", "doc"), da.zeros((1, layout.n_docs), dtype=np.int32, chunks=doc_chunk)),
         "unit_state": (("model", "unit"), np.zeros((1, layout.n_units), np.int8)),
+        "doc_digest": (("doc",), layout.digests.astype(np.uint64)),
     }
     for pooling in layout.poolings:
         dim, width = FEATURE_DIMS[pooling], layout.width(pooling)
@@ -119,6 +126,7 @@ def encoding(layout: VectorsLayout) -> dict[str, dict[str, Any]]:
         "n_tokens": {"chunks": (1, layout.unit_docs)},
         "unit_state": {"chunks": (1, 1)},
         "doc_id": {"chunks": (layout.unit_docs,)},  # a query reads the ids of its answers only
+        "doc_digest": {"chunks": (layout.unit_docs,)},
     }
     for pooling in layout.poolings:
         width = layout.width(pooling)
@@ -181,13 +189,16 @@ def _check_documents(group: zarr.Group, layout: VectorsLayout, location: StoreLo
             f"the vectors in {location.display()!r} have hidden size {stored_width}, this model {layout.hidden_size}: "
             "vectors of different widths cannot share the group; choose another --store")
     stored_ids = tuple(str(doc_id) for doc_id in group["doc_id"][:])
-    if stored_ids != layout.doc_ids:
-        first = next((i for i, (a, b) in enumerate(zip(stored_ids, layout.doc_ids)) if a != b),
-                     min(len(stored_ids), layout.n_docs))
+    stored_digests = np.asarray(group["doc_digest"][:]) if "doc_digest" in group else layout.digests
+    if stored_ids != layout.doc_ids or not np.array_equal(stored_digests, layout.digests):
+        differ = [i for i, (a, b) in enumerate(zip(stored_ids, layout.doc_ids)) if a != b]
+        differ += np.flatnonzero(stored_digests[:layout.n_docs] != layout.digests[:len(stored_ids)]).tolist()
+        first = min(differ, default=min(len(stored_ids), layout.n_docs))
         raise StoreMismatchError(
             f"the documents differ from those in {location.display()!r} (first at position {first}; "
             f"{len(stored_ids):,} stored, {layout.n_docs:,} now): every model of a store pools the same "
-            "documents; give the same text and --data.max_docs, choose another --store, or pass --overwrite")
+            "documents (same ids, same texts); give the same text and --data.max_docs, choose another --store, "
+            "or pass --overwrite")
 
 
 def open_vectors_session(location: StoreLocation, layout: VectorsLayout, slot: VectorSlot,
@@ -256,6 +267,7 @@ def _create(location: StoreLocation, layout: VectorsLayout, slot: VectorSlot, at
 def _stored_layout(group: zarr.Group) -> VectorsLayout:
     poolings = tuple(pooling for pooling in POOLINGS if pooling in group)
     return VectorsLayout(doc_ids=tuple(str(doc_id) for doc_id in group["doc_id"][:]),
+                         doc_digests=np.asarray(group["doc_digest"][:]),
                          hidden_size=int(group.attrs["hidden_size"]), poolings=poolings,
                          unit_docs=int(group.attrs["unit_docs"]), dtype=str(group[poolings[0]].dtype))
 

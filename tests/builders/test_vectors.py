@@ -291,3 +291,21 @@ def test_a_text_query_of_a_pooling_the_store_lacks_is_one_error_line(tiny_model:
     code, _, err = vectors_cli("--store", str(store), "--text", "some words", "--model.label", "other",
                                "--query.pooling", "long", "--progress", "false")
     assert code == 2 and "no vectors of model 'other'" in err
+
+
+def test_a_text_edited_under_the_same_id_is_another_document(tiny_model: Callable[[str], Path],
+                                                            vectors_cli: Runner, tmp_path: Path) -> None:
+    """Resuming or adding a model over edited texts would mix vectors of two corpora: refused, naming where."""
+    corpus, store = _corpus(tmp_path, 24), tmp_path / "v.zarr"
+    args = ["--model.name", str(tiny_model("llama")), "--data.name", str(corpus), "--data.id_field", "id",
+            "--store", str(store), *TINY]
+    assert vectors_cli(*args)[0] == 0
+    before = tree_digest(store)
+    lines = corpus.read_text().splitlines()
+    lines[5] = json.dumps({"id": "doc-5", "text": "an edited text under the old id"})
+    corpus.write_text("\n".join(lines) + "\n")
+    code, _, err = vectors_cli(*args)
+    assert code == 2 and "documents differ" in err and "position 5" in err and len(err.splitlines()) == 1
+    assert tree_digest(store) == before
+    assert vectors_cli(*args, "--overwrite")[0] == 0  # asked for: the group is rebuilt over the new texts
+    validate_store(str(store))
