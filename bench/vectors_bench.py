@@ -58,6 +58,7 @@ from store import (
     VectorSlot,
     finish_vectors,
     open_vectors_session,
+    vectors_complete,
     write_vector_unit,
 )
 
@@ -162,7 +163,7 @@ def _build(setup: _Setup, folder: Path, docs: int | None = None) -> _BuildRound:
         code = vectors._build(config, checked, setup.runtime)
         _sync(setup.runtime.device)
         seconds = time.perf_counter() - started
-    if code != 0 or not vectors._complete(config, checked):
+    if code != 0 or not vectors_complete(checked.location, checked.label):
         raise RuntimeError(f"the build into {config.store} did not complete (exit {code})")
     return _BuildRound(len(checked.corpus) / seconds, sum(spent))
 
