@@ -1,9 +1,11 @@
 """Lease overhead per commit, local disk and S3 (moto on 127.0.0.1), measured side by side in one run.
 
-Each round writes the same commits twice into fresh stores of one layout through
-``store.StatsWriter``: once holding the build's lease (as ``builders.collect`` does: the
-writer checks it before every commit, a heartbeat renews it in the background, and
-acquiring and releasing it are part of the build), once without. Rounds alternate the
+Each round writes the same commits (one work unit each: its tokens, its statistics, its
+marker and the committed prefix) twice into fresh stores of one layout through the unit
+writer (``store.write_unit_tokens``, ``store.UnitWriter``, ``store.publish_prefix``): once
+holding the build's lease and a claim per unit (as ``builders.collect`` does: the writer
+checks them before every write, heartbeats renew them in the background, and acquiring and
+releasing them are part of the build), once without. Rounds alternate the
 order. Printed: median time per commit with and without and their ratio (goal: within
 noise, under 1.01), and the lease's parts measured alone: the check before each commit
 (no I/O), one heartbeat renewal (a LIST and a PUT, every 15 s) and one acquire + release.
@@ -32,10 +34,15 @@ from store import (
     ModelSlot,
     StatsBlock,
     StatsLayout,
-    StatsWriter,
     StoreLocation,
+    Unit,
+    UnitWriter,
+    claim_unit,
     open_session,
+    plan_units,
+    publish_prefix,
     slot_key,
+    write_unit_tokens,
 )
 
 TOKEN_CHUNK = 1024
@@ -43,7 +50,8 @@ TOKEN_CHUNK = 1024
 
 def _layout(commits: int) -> StatsLayout:
     return StatsLayout(layers=("embed", "middle", "pre_last"), metrics=("rms", "kurtosis", "linf_norm"),
-                       n_tokens=commits * TOKEN_CHUNK, n_channels=8, token_chunk=TOKEN_CHUNK)
+                       n_tokens=commits * TOKEN_CHUNK, n_channels=8, token_chunk=TOKEN_CHUNK,
+                       requested_shard_tokens=TOKEN_CHUNK)  # one commit = one work unit
 
 
 def _slot() -> ModelSlot:
@@ -52,7 +60,7 @@ def _slot() -> ModelSlot:
 
 
 def _attrs() -> dict[str, Any]:
-    return {"format": "activation-stats", "format_version": 1, "metric_definitions": {}, "dataset": {},
+    return {"format": "activation-stats", "format_version": 2, "metric_definitions": {}, "dataset": {},
             "build_config": {}, "token_chunk": TOKEN_CHUNK, "created": "now", "versions": {}}
 
 
@@ -60,22 +68,33 @@ def _block(start: int, layout: StatsLayout) -> StatsBlock:
     rng = np.random.default_rng(start)
     n = layout.token_chunk
     return StatsBlock(start, rng.normal(size=(3, 3, n)).astype(np.float32),
-                      rng.normal(size=(3, n, 8)).astype(np.float32),
-                      rng.integers(0, 50_000, n).astype(np.int32), np.full(n, start // 4096, np.int64))
+                      rng.normal(size=(3, n, 8)).astype(np.float32))
+
+
+def _commit(location: StoreLocation, session: Any, units: list[Unit], unit: Unit, block: StatsBlock,
+            lease: Lease | None) -> None:
+    """One unit as a build commits it: tokens, statistics under the unit's claim, marker, prefix."""
+    token_ids = np.arange(unit.start, unit.end, dtype=np.int32) % 50_000
+    write_unit_tokens(session.group, session.slot, unit, token_ids, np.zeros(unit.n_tokens, np.int64), lease)
+    claim = claim_unit(location, slot_key("stats", "bench"), unit, "bench") if lease else nullcontext()
+    with claim as held:
+        writer = UnitWriter(session.group, session.slot, unit, held, None, commit_seconds=60.0)
+        writer.append(block)
+        writer.commit()
+    publish_prefix(session.group, session.slot, units, lease)
 
 
 def _build(location: StoreLocation, commits: int, with_lease: bool) -> float:
     """Seconds per commit of one build, lease acquire and release included when held."""
     layout = _layout(commits)
-    blocks = [_block(i * TOKEN_CHUNK, layout) for i in range(commits)]
+    units = plan_units(layout.n_tokens, layout.shard_tokens)
+    blocks = [_block(unit.start, layout) for unit in units]
     started = time.perf_counter()
     lease = Lease(location, slot_key("stats", "bench"), "bench") if with_lease else None
     with lease.acquire() if lease else nullcontext():
         session = open_session(location, layout, _slot(), _attrs())
-        writer = StatsWriter(session.group, session.slot, TOKEN_CHUNK, 0, lease)
-        for block in blocks:
-            writer.append(block)
-        writer.flush()
+        for unit, block in zip(units, blocks):
+            _commit(location, session, units, unit, block, lease)
     return (time.perf_counter() - started) / commits
 
 
