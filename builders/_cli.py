@@ -118,7 +118,10 @@ def build_parser(cls: type, prog: str, description: str) -> argparse.ArgumentPar
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         argument_default=argparse.SUPPRESS,
     )
-    parser.add_argument("--config", type=Path, help="YAML file with the same keys as the flags (sections model:, data:, stats:)")
+    hints = typing.get_type_hints(cls)
+    sections = [f"{field.name}:" for field in dataclasses.fields(cls) if dataclasses.is_dataclass(hints[field.name])]
+    layout = f" (sections {', '.join(sections)})" if sections else ""
+    parser.add_argument("--config", type=Path, help=f"YAML file with the same keys as the flags{layout}")
     _add_fields(parser, cls, prefix="")
     return parser
 
