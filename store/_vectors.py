@@ -326,7 +326,8 @@ def write_vector_unit(group: zarr.Group, slot: int, unit: Unit, pooled: dict[str
 
 def _stored_values(vectors: np.ndarray, dtype: np.dtype, pooling: str) -> np.ndarray:
     """The vectors in the stored dtype; a value beyond its range (float16: 65504) is refused, not stored as inf."""
-    stored = vectors.astype(dtype)
+    with np.errstate(over="ignore"):  # checked below: one error line, not a NumPy warning first
+        stored = vectors.astype(dtype)
     if not np.isfinite(stored).all():
         largest = float(np.nanmax(np.abs(vectors)))
         raise ConfigError(f"{pooling} vectors reach {largest:.6g}, beyond what {dtype} stores (|x| <= "

@@ -6,6 +6,7 @@ The same commit protocol as ``stats`` (tests/store/test_contract.py), with a uni
 from __future__ import annotations
 
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +133,8 @@ def test_a_value_beyond_float16_is_refused_before_the_unit_is_written(location: 
     unit = LAYOUT.units()[0]
     huge = SHORT[:16].copy()
     huge[3, 1] = 70000.0
-    with pytest.raises(ConfigError, match="vectors.dtype float32"):
+    with pytest.raises(ConfigError, match="vectors.dtype float32"), warnings.catch_warnings():
+        warnings.simplefilter("error")  # the refusal is the only message: no NumPy overflow warning first
         write_vector_unit(session.group, session.slot, unit, {"short": huge, "long": LONG[:16]}, N_TOKENS[:16], None)
     assert not committed_units(session.group, session.slot).any()
     assert np.isnan(_stored(location)["short"].values).all()
