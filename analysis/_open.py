@@ -55,10 +55,9 @@ def open_store(
 
 def _warn_uncommitted(opened: xr.Dataset, location: StoreLocation, committed: int) -> None:
     """Name the work units a build has not committed yet (format 2 marks each unit)."""
-    missing = uncommitted_units(opened)
-    if not missing:
+    named = describe_uncommitted(opened)
+    if not named:
         return
-    named = "; ".join(f"model {label!r} units {_ranges(units)}" for label, units in missing.items())
     warnings.warn(f"store {location.display()!r}: showing tokens 0..{committed:,}, where every model's units "
                   f"are committed; not committed yet: {named} (a build is running or was interrupted: "
                   "rerun it to finish)", UserWarning, stacklevel=3)
@@ -72,6 +71,12 @@ def uncommitted_units(opened: xr.Dataset) -> dict[str, list[int]]:
     labels = [str(label) for label in opened["model"].values]
     found = {label: np.flatnonzero(row != UNIT_COMMITTED).tolist() for label, row in zip(labels, states)}
     return {label: units for label, units in found.items() if units}
+
+
+def describe_uncommitted(opened: xr.Dataset) -> str:
+    """"model 'a' units 0-2, 5; model 'b' units 7", or "" when every unit is committed."""
+    missing = uncommitted_units(opened)
+    return "; ".join(f"model {label!r} units {_ranges(units)}" for label, units in missing.items())
 
 
 def _ranges(numbers: list[int]) -> str:

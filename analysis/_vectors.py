@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from analysis._open import _open_group, _ranges, uncommitted_units
+from analysis._open import _open_group, describe_uncommitted
 from store import POOLINGS, VECTORS_GROUP, StoreLocationError, resolve_location
 from store.errors import InputError
 
@@ -45,9 +45,8 @@ def open_vectors(name_or_url: str, storage_options: dict[str, Any] | None = None
                  default=1)
     docs_per_task = unit_docs * max(1, DASK_CHUNK_BYTES // (unit_docs * widest))
     dataset = opened.chunk({"model": 1, "doc": docs_per_task})
-    missing = uncommitted_units(opened)
-    if missing:
-        named = "; ".join(f"model {label!r} units {_ranges(units)}" for label, units in missing.items())
+    named = describe_uncommitted(opened)
+    if named:
         warnings.warn(f"store {location.display()!r}: vectors not committed yet (NaN until they are): {named}; "
                       "rerun the build to finish", UserWarning, stacklevel=2)
     dataset.attrs["source"] = location.display()

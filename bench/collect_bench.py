@@ -27,10 +27,10 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import numpy as np
 import torch
+from _timing import timing_calls
 from _truncate import truncated_body
 
 from builders import _models as models
@@ -132,22 +132,6 @@ def _text_seconds(setup: _Setup) -> float:
     return time.perf_counter() - started
 
 
-@contextlib.contextmanager
-def _timing_open(spent: list[float]) -> Iterator[None]:
-    """Record the seconds ``builders.collect._build`` spends creating the store (open_session)."""
-    original = collect.open_session
-
-    def timed(*args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            spent.append(time.perf_counter() - started)
-
-    with mock.patch.object(collect, "open_session", timed):
-        yield
-
-
 def _check_complete(config: CollectConfig, setup: _Setup) -> None:
     """Refuse a round whose build did not commit every token: its rate would mean nothing."""
     location = StoreLocation(config.store)
@@ -163,7 +147,7 @@ def _collect(setup: _Setup, folder: Path) -> _CollectRound:
     runtime = setup.runtime
     compute = functools.partial(collect._compute_here, runtime)
     spent: list[float] = []
-    with _timing_open(spent), contextlib.redirect_stdout(io.StringIO()):  # the build's summary
+    with timing_calls(collect, "open_session", spent), contextlib.redirect_stdout(io.StringIO()):  # the build's summary
         started = time.perf_counter()
         # fresh rows made inside the timing: tokenising and packing are part of the build's loop
         checked = dataclasses.replace(setup.checked, location=StoreLocation(config.store),

@@ -34,13 +34,13 @@ import io
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import numpy as np
 import torch
+from _timing import timing_calls
 from _truncate import truncated_body
 from torch import nn
 
@@ -104,7 +104,7 @@ class _Setup:
 def _setup(options: argparse.Namespace, folder: Path) -> _Setup:
     config = _config(options, str(folder / "checks.zarr"))
     checked = vectors._check(config)
-    vectors._quiet_transformers(config)
+    models.quiet_loading(config.progress)
     return _Setup(options, config, checked, vectors.load_runtime(config, checked))
 
 
@@ -137,28 +137,12 @@ class _BuildRound:
     open_seconds: float  # store creation, inside the rate (once per build)
 
 
-@contextlib.contextmanager
-def _timing_open(spent: list[float]) -> Iterator[None]:
-    """Record the seconds ``_build`` spends creating the store (open_vectors_session)."""
-    original = vectors.open_vectors_session
-
-    def timed(*args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            spent.append(time.perf_counter() - started)
-
-    with mock.patch.object(vectors, "open_vectors_session", timed):
-        yield
-
-
 def _build(setup: _Setup, folder: Path, docs: int | None = None) -> _BuildRound:
     """One whole build phase into a fresh store; its checks (tokenising included) run untimed."""
     config = _config(setup.options, str(folder / f"round-{time.monotonic_ns()}.zarr"), docs)
     checked = vectors._check(config)
     spent: list[float] = []
-    with _timing_open(spent), contextlib.redirect_stdout(io.StringIO()):  # the build's summary
+    with timing_calls(vectors, "open_vectors_session", spent), contextlib.redirect_stdout(io.StringIO()):  # the build's summary
         started = time.perf_counter()
         code = vectors._build(config, checked, setup.runtime)
         _sync(setup.runtime.device)

@@ -165,6 +165,13 @@ class StatsConfig:
         return self.channels if CHANNEL_METRIC in self.metrics else 0
 
 
+def check_store(store: str) -> None:
+    """A --store that names something: not empty, no control characters."""
+    if not store.strip():
+        raise ConfigError("store is empty; pass --store with a path or s3:// URL")
+    check_path_text(store, "store")
+
+
 def normalise_layer(layer: str | int) -> str:
     """``3`` or ``"3"`` -> ``"layer_3"``; named points pass through; anything else is an error."""
     text = str(layer).strip()
@@ -229,9 +236,7 @@ class CollectConfig:
     def __post_init__(self) -> None:
         if not (isinstance(self.commit_seconds, (int, float)) and 0 <= self.commit_seconds < float("inf")):
             raise ConfigError(f"commit_seconds must be 0 or more, got {self.commit_seconds!r}; pass e.g. --commit_seconds 60")
-        if not self.store.strip():
-            raise ConfigError("store is empty; pass --store with a path or s3:// URL")
-        check_path_text(self.store, "store")
+        check_store(self.store)
 
     def build_config(self) -> dict[str, Any]:
         """The settings every model in one store must share (saved in the store)."""

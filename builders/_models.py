@@ -165,6 +165,14 @@ def load_tokenizer(source: ModelSource, config: ModelConfig) -> Any:
     return tokenizer
 
 
+def quiet_loading(progress: bool) -> None:
+    """Without --progress, transformers' bars go too (its "Loading weights" bar among them)."""
+    if not progress:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+
+
 def load_model(source: ModelSource, config: ModelConfig) -> nn.Module:
     """The causal LM in eval mode, on its device (or spread by ``device_map='auto'``)."""
     from transformers import AutoModelForCausalLM

@@ -9,10 +9,9 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from builders._config import ModelConfig, TextSourceConfig, _positive, normalise_layer
+from builders._config import ModelConfig, TextSourceConfig, _positive, check_store, normalise_layer
 from builders._pooling import LONG_DEPTHS, SHORT_DEPTHS
 from store import POOLINGS, VECTOR_DTYPES
-from store._options import check_path_text
 from store.errors import ConfigError
 
 LONG_DOC_POLICIES = ("truncate", "windows")
@@ -142,9 +141,7 @@ class VectorsConfig:
     """Show progress bars."""
 
     def __post_init__(self) -> None:
-        if not self.store.strip():
-            raise ConfigError("store is empty; pass --store with a path or s3:// URL")
-        check_path_text(self.store, "store")
+        check_store(self.store)
         if not self.text and self.query.pooling not in self.vectors.poolings:  # --text: the store's poolings
             raise ConfigError(f"query.pooling {self.query.pooling!r} is not among vectors.poolings "
                               f"{self.vectors.poolings!r}; add it or query another pooling")

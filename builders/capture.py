@@ -137,10 +137,7 @@ def _check_settings(location: StoreLocation, label: str, config: CaptureConfig, 
 
 def run(config: CaptureConfig) -> int:
     location, prompts, checked = _check(config)
-    if not config.progress:
-        from transformers.utils import logging as transformers_logging
-
-        transformers_logging.disable_progress_bar()  # its "Loading weights" bar too
+    models.quiet_loading(config.progress)
     if config.deterministic:
         make_deterministic()
     reports = []

@@ -131,10 +131,7 @@ def _check(config: CollectConfig) -> _Checked:
         _check_yield(config, tokenizer, stored.n_tokens, source.label)
     rows = peek_rows(iter_rows(documents, tokenizer, config.data.max_seq_len),
                      config.data.name, config.data.max_seq_len)
-    if not config.progress:
-        from transformers.utils import logging as transformers_logging
-
-        transformers_logging.disable_progress_bar()  # its "Loading weights" bar too
+    models.quiet_loading(config.progress)
     return _Checked(location, _layout(config), source.label, source, model_config, hidden_size,
                     layer_indices, rows, stored)
 

@@ -88,13 +88,6 @@ def _check(config: VectorsConfig) -> _Checked:
     return _Checked(location, source, model_config, n_layers, layer_indices, corpus, layout, bos_id(tokenizer))
 
 
-def _quiet_transformers(config: VectorsConfig) -> None:
-    if not config.progress:
-        from transformers.utils import logging as transformers_logging
-
-        transformers_logging.disable_progress_bar()  # its "Loading weights" bar too
-
-
 def load_runtime(config: VectorsConfig, checked: _Checked) -> ModelRuntime:
     """The model (checked beforehand) with its chosen blocks to hook."""
     model = models.load_model(checked.source, config.model)
@@ -105,7 +98,7 @@ def run(config: VectorsConfig) -> int:
     if config.text:
         return _query_text(config)
     checked = _check(config)
-    _quiet_transformers(config)
+    models.quiet_loading(config.progress)
     if not config.overwrite and vectors_complete(checked.location, checked.label):  # not a byte changes
         print(_nothing_to_do(checked))
         return 0
@@ -169,7 +162,7 @@ def _query_text(config: VectorsConfig) -> int:
     if config.query.pooling not in stored.vectors.poolings:
         raise ConfigError(f"the store holds {stored.vectors.poolings!r} vectors, not {config.query.pooling!r}; "
                           "pass --query.pooling with one of those")
-    _quiet_transformers(config)
+    models.quiet_loading(config.progress)
     pool = TextVectors(config.store, config.model.label, config.storage_options)
     query = pool([config.text])[config.query.pooling][0]
     dataset = vectors(config.store, storage_options=config.storage_options)

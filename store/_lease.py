@@ -265,6 +265,11 @@ class Lease:
         self.release()
 
 
+def other_writers(location: StoreLocation, group: str, own_key: str) -> list[LeaseRecord]:
+    """Live leases of builds writing ``group`` other than the one holding ``own_key``."""
+    return [record for record in live_leases(location, group) if record.key != own_key]
+
+
 def live_leases(location: StoreLocation, prefix: str) -> list[LeaseRecord]:
     """Leases under ``prefix`` (slot keys and the unit claims under them) that still hold.
 

@@ -206,3 +206,21 @@ class StoreLocation:
         for entry in fs.ls(path, detail=False, refresh=True):
             if entry_name(entry) not in keep:
                 fs.rm(entry, recursive=True)
+
+
+def open_existing_group(location: StoreLocation, name: str, mode: str = "r+") -> zarr.Group | None:
+    """The top-level group ``name`` of the store (``stats``, ``vectors``), or None when it has none.
+
+    Damaged metadata (a zarr.json that is not JSON, or not Zarr metadata) is one error naming the fix.
+    """
+    try:
+        root = zarr.open_group(location.zarr_store(read_only=mode == "r"), mode=mode, use_consolidated=False)
+        group = root[name]
+    except (KeyError, FileNotFoundError, zarr.errors.GroupNotFoundError):
+        return None
+    except (ValueError, TypeError) as error:
+        raise StoreLocationError(
+            f"store {location.display()!r} has damaged metadata ({first_line(error)}); "
+            "store.validate_store names what is damaged: restore it from a copy or choose another --store"
+        ) from error
+    return group if isinstance(group, zarr.Group) else None

@@ -11,8 +11,8 @@ import numpy as np
 import zarr
 
 from store._consolidated import consolidate, consolidate_if_stale
-from store._lease import LEASE_DIR, STRUCTURE_KEY, Lease, LeaseError, LeaseRecord, live_leases, slot_key
-from store._location import StoreLocation
+from store._lease import LEASE_DIR, STRUCTURE_KEY, Lease, LeaseError, LeaseRecord, other_writers, slot_key
+from store._location import StoreLocation, open_existing_group
 from store._schema import (
     DIMS,
     EMPTY_CHUNKS_ATTR,
@@ -29,7 +29,7 @@ from store._settings import check_same
 from store._staging import clear_staging
 from store._units import plan_units, stored_unit_tokens
 from store._upgrade import upgrade_if_old
-from store.errors import StoreLocationError, StoreMismatchError, first_line
+from store.errors import StoreMismatchError
 
 # Metadata changes take seconds; waiting this long also outlasts a lease left by a build killed on another host.
 STRUCTURE_WAIT = 90.0
@@ -49,17 +49,7 @@ class WriteSession:
 
 
 def _open_group(location: StoreLocation) -> zarr.Group | None:
-    try:
-        root = zarr.open_group(location.zarr_store(), mode="r+", use_consolidated=False)
-        group = root[STATS_GROUP]
-    except (KeyError, FileNotFoundError, zarr.errors.GroupNotFoundError):
-        return None
-    except (ValueError, TypeError) as error:  # a zarr.json that is not JSON, or not Zarr metadata
-        raise StoreLocationError(
-            f"store {location.display()!r} has damaged metadata ({first_line(error)}); "
-            "store.validate_store names what is damaged: restore it from a copy or choose another --store"
-        ) from error
-    return group if isinstance(group, zarr.Group) else None
+    return open_existing_group(location, STATS_GROUP)
 
 
 def _has_commits(group: zarr.Group | None) -> bool:
@@ -125,7 +115,7 @@ def structure_lease(location: StoreLocation, purpose: str) -> Lease:
 
 def _other_writers(location: StoreLocation, own_key: str) -> list[LeaseRecord]:
     """Live slot leases of builds other than the one holding ``own_key``."""
-    return [lease for lease in live_leases(location, STATS_GROUP) if lease.key != own_key]
+    return other_writers(location, STATS_GROUP, own_key)
 
 
 def _check_no_other_writers(location: StoreLocation, label: str) -> None:

@@ -110,14 +110,21 @@ def collect_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, 
 
 
 @pytest.fixture(params=["local", "s3"])
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[StoreLocation, list[str]]:
-    """A new store location and the CLI arguments that name it."""
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> StoreLocation:
+    """A new store location on each backend: a local folder, and S3 (moto on 127.0.0.1)."""
     if request.param == "local":
-        location = StoreLocation(str(tmp_path / "shared.zarr"))
-        return location, ["--store", location.url]
+        return StoreLocation(str(tmp_path / "store.zarr"))
     options = request.getfixturevalue("s3_options")
-    location = StoreLocation(f"s3://{BUCKET}/{uuid.uuid4().hex}.zarr", options)
-    return location, ["--store", location.url, "--storage_options", f"endpoint_url={options['endpoint_url']}"]
+    return StoreLocation(f"s3://{BUCKET}/{uuid.uuid4().hex}.zarr", options)
+
+
+@pytest.fixture
+def target(location: StoreLocation) -> tuple[StoreLocation, list[str]]:
+    """A new store location on each backend and the CLI arguments that name it."""
+    if not location.is_remote:
+        return location, ["--store", location.url]
+    endpoint = location.storage_options["endpoint_url"]
+    return location, ["--store", location.url, "--storage_options", f"endpoint_url={endpoint}"]
 
 
 @pytest.fixture(scope="session")

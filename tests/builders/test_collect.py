@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 import zarr
+from builds import kill_after, spawn_builder
 from conftest import TINY_ARGS
 from small_stores import tree_digest
 from tiny_models import merged_tokenizer, save_tiny_model
@@ -112,20 +109,12 @@ def _committed(store: Path) -> int:
 
 
 def _spawn(args: list[str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "builders.collect", *args], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    return spawn_builder("builders.collect", args)
 
 
 def _kill_after(args: list[str], store: Path, tokens: int) -> int:
     """Start a build, SIGKILL it once ``tokens`` are committed; the committed count then."""
-    process = _spawn(args)
-    deadline = time.monotonic() + 240
-    while _committed(store) < tokens and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    return _committed(store)
+    return kill_after("builders.collect", args, lambda: _committed(store), tokens)
 
 
 def test_kill_then_resume_is_bitwise_identical(tiny_model: Callable[[str], Path], collect_cli: Runner,

@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +11,7 @@ import pytest
 import torch
 import xarray as xr
 import zarr
+from builds import kill_after
 from conftest import TINY_ARGS
 from small_stores import tree_digest
 
@@ -164,15 +160,7 @@ def _committed_units(store: Path) -> int:
 
 def _kill_after(args: list[str], store: Path, units: int) -> int:
     """Start a build, SIGKILL it once ``units`` are committed; the committed count then."""
-    process = subprocess.Popen([sys.executable, "-m", "builders.vectors", *args], cwd=REPO,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               env={**os.environ, "PYTHONPATH": str(REPO)})
-    deadline = time.monotonic() + 240
-    while _committed_units(store) < units and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    return _committed_units(store)
+    return kill_after("builders.vectors", args, lambda: _committed_units(store), units, poll=0.005)
 
 
 def test_kill_then_resume_is_bitwise_identical(tiny_model: Callable[[str], Path], vectors_cli: Runner,
@@ -279,6 +267,23 @@ def test_vectors_sit_beside_stats_in_one_store(tiny_model: Callable[[str], Path]
     tree = xr.open_datatree(store, engine="zarr")
     assert {"/stats", "/vectors"} <= set(tree.groups)
     assert tree["vectors"]["short"].shape == (1, 24, 32)
+    # --overwrite with other settings replaces the vectors group, and only it
+    assert vectors_cli("--model.name", str(tiny_model("llama")), "--store", str(store), *TINY,
+                       "--vectors.short_depth", "0.2", "--overwrite")[0] == 0
+    assert tree_digest(store / "stats") == stats_before
+    assert xr.open_zarr(store, group="vectors").attrs["build_config"]["vectors"]["short_depth"] == 0.2
+
+
+def test_overwrite_never_touches_a_folder_that_is_not_a_store(tiny_model: Callable[[str], Path], vectors_cli: Runner,
+                                                              tmp_path: Path) -> None:
+    folder = tmp_path / "papers"
+    (folder / "vectors").mkdir(parents=True)
+    (folder / "vectors" / "draft.txt").write_text("a user's file, in a folder named like our group")
+    (folder / "zarr.json").write_text("{}")
+    before = tree_digest(folder)
+    code, _, err = vectors_cli("--model.name", str(tiny_model("llama")), "--store", str(folder), *TINY, "--overwrite")
+    assert code == 2 and "not a store of this project" in err
+    assert tree_digest(folder) == before
 
 
 def test_a_text_query_of_a_pooling_the_store_lacks_is_one_error_line(tiny_model: Callable[[str], Path],

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import xarray as xr
-from conftest import BUCKET
 
 from store import (
     UNIT_COMMITTED,
@@ -38,14 +36,6 @@ from store import (
 LAYOUT = StatsLayout(layers=("embed", "layer_1"), metrics=("rms", "kurtosis"), n_tokens=1000, n_channels=3,
                      token_chunk=128, requested_shard_tokens=256)
 UNITS = plan_units(1000, 256)
-
-
-@pytest.fixture(params=["local", "s3"])
-def location(request: pytest.FixtureRequest, tmp_path: Path) -> StoreLocation:
-    if request.param == "local":
-        return StoreLocation(str(tmp_path / "store.zarr"))
-    options = request.getfixturevalue("s3_options")
-    return StoreLocation(f"s3://{BUCKET}/{uuid.uuid4().hex}.zarr", options)
 
 
 def _slot(label: str = "m") -> ModelSlot:

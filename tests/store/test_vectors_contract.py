@@ -5,16 +5,13 @@ The same commit protocol as ``stats`` (tests/store/test_contract.py), with a uni
 
 from __future__ import annotations
 
-import uuid
 import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from conftest import BUCKET
 
 from store import (
     ConfigError,
@@ -40,14 +37,6 @@ _RNG = np.random.default_rng(0)
 SHORT = _RNG.normal(size=(50, 4)).astype(np.float32)
 LONG = _RNG.normal(size=(50, 16)).astype(np.float32)
 N_TOKENS = _RNG.integers(1, 300, size=50)
-
-
-@pytest.fixture(params=["local", "s3"])
-def location(request: pytest.FixtureRequest, tmp_path: Path) -> StoreLocation:
-    if request.param == "local":
-        return StoreLocation(str(tmp_path / "store.zarr"))
-    options = request.getfixturevalue("s3_options")
-    return StoreLocation(f"s3://{BUCKET}/{uuid.uuid4().hex}.zarr", options)
 
 
 def _attrs(**build: Any) -> dict[str, Any]:
