@@ -109,8 +109,9 @@ class Lease:
             newest = self._folder.newest()[1]
         except transport_errors() as error:
             raise StoreLocationError(
-                f"cannot take the write lease on {self.location.display()!r}: {first_line(error)}; "
-                "check that the store is writable and reachable"
+                f"cannot take the write lease on {self.location.display()!r}{self.location.endpoint_note()}: "
+                f"{first_line(error)}; every committed token is kept: check that the store is writable and "
+                "reachable, then rerun the same command to resume"
             ) from error
         if newest is None:
             raise LeaseError(f"could not take the write lease on {self.location.display()!r}: other "
