@@ -122,11 +122,12 @@ def build_parser(cls: type, prog: str, description: str) -> argparse.ArgumentPar
     sections = [f"{field.name}:" for field in dataclasses.fields(cls) if dataclasses.is_dataclass(hints[field.name])]
     layout = f" (sections {', '.join(sections)})" if sections else ""
     parser.add_argument("--config", type=Path, help=f"YAML file with the same keys as the flags{layout}")
-    _add_fields(parser, cls, prefix="")
+    _add_fields(parser, cls, prefix="", aliases=getattr(cls, "OLD_FLAGS", {}))
     return parser
 
 
-def _add_fields(parser: argparse.ArgumentParser, cls: type, prefix: str) -> None:
+def _add_fields(parser: argparse.ArgumentParser, cls: type, prefix: str, aliases: dict[str, str]) -> None:
+    """Every field as a flag; ``aliases`` maps a dotted name to a replaced tool's spelling of it."""
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
     defaults = cls()
@@ -135,9 +136,10 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type, prefix: str) -> None
         if dataclasses.is_dataclass(annotation):
             group = parser.add_argument_group(f"{field.name} options")
             _add_section_flag(group, annotation, f"{prefix}{field.name}")
-            _add_fields(group, annotation, f"{prefix}{field.name}.")  # type: ignore[arg-type]
+            _add_fields(group, annotation, f"{prefix}{field.name}.", aliases)  # type: ignore[arg-type]
             continue
-        _add_field(parser, f"{prefix}{field.name}", annotation, docs.get(field.name, ""), getattr(defaults, field.name))
+        dest = f"{prefix}{field.name}"
+        _add_field(parser, dest, annotation, docs.get(field.name, ""), getattr(defaults, field.name), aliases.get(dest))
 
 
 def _add_section_flag(parser: Any, cls: type, dotted: str) -> None:
@@ -156,10 +158,10 @@ def _spellings(dest: str) -> list[str]:
     return [f"--{dest}"] + ([f"--{hyphenated}"] if hyphenated != dest else [])
 
 
-def _add_field(parser: Any, dest: str, annotation: Any, doc: str, default: Any) -> None:
+def _add_field(parser: Any, dest: str, annotation: Any, doc: str, default: Any, alias: str | None = None) -> None:
     shown = ",".join(map(str, default)) if isinstance(default, list) else default
     help_text = f"{doc} (default: {shown!r})".replace("%", "%%")
-    flags = _spellings(dest)
+    flags = _spellings(dest) + ([f"--{alias}"] if alias else [])
     if annotation is bool:
         parser.add_argument(*flags, dest=dest, nargs="?", const="true", metavar="BOOL", help=help_text)
     elif typing.get_origin(annotation) is dict:

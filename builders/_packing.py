@@ -35,7 +35,8 @@ class Batch:
         return int(self.token_ids.size)
 
 
-def _token_documents(documents: Iterable[str], tokenizer: Any) -> Iterator[tuple[int, list[int]]]:
+def token_documents(documents: Iterable[str], tokenizer: Any) -> Iterator[tuple[int, list[int]]]:
+    """(document number, its tokens + EOS) for each non-blank document, tokenised in groups."""
     numbered = ((i, text) for i, text in enumerate(documents) if text.strip())
     while group := list(itertools.islice(numbered, _TOKENIZE_GROUP)):
         encoded = tokenizer([text for _, text in group], add_special_tokens=False)["input_ids"]
@@ -47,7 +48,7 @@ def iter_rows(documents: Iterable[str], tokenizer: Any, seq_len: int) -> Iterato
     """(token_ids, doc_index) rows of exactly ``seq_len`` tokens; a short tail is dropped."""
     token_buffer: list[int] = []
     doc_buffer: list[int] = []
-    for doc_index, token_ids in _token_documents(documents, tokenizer):
+    for doc_index, token_ids in token_documents(documents, tokenizer):
         token_buffer.extend(token_ids)
         doc_buffer.extend([doc_index] * len(token_ids))
         while len(token_buffer) >= seq_len:

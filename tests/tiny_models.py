@@ -116,7 +116,49 @@ def merged_tokenizer(training_text: str, vocab_size: int = 300) -> Any:
 def save_tiny_model(family: str, folder: Path, seed: int = 0, tokenizer: Any = None) -> Path:
     """A tiny random ``family`` model and its tokenizer (the byte tokenizer unless given) in ``folder``."""
     torch.manual_seed(seed)
-    model = FAMILIES[family]()
+    return save_model(FAMILIES[family](), folder, tokenizer)
+
+
+def plant_super_weight(model: Any, layer: int, row: int, col: int, expert: int = 0, value: float = 5.0) -> None:
+    """Plant a super weight ``W[row, col]`` (Hugging Face layout) in ``layer``'s MLP down projection.
+
+    Input channel ``col`` is made to spike (a bias of 200 where the MLP has biases, else its
+    gate and up rows scaled 300 times, which gives spikes in the thousands), ``W[row, col]`` is
+    set to ``value`` and the rest of column ``col`` to 0, so that once the planted weight is
+    zeroed no output spike is left and detection stops. For MoE models the weight goes into
+    ``expert``'s slice of the fused experts tensor.
+    """
+    mlp = _mlp(model, layer)
+    with torch.no_grad():
+        if hasattr(mlp, "experts"):
+            experts = mlp.experts
+            intermediate = experts.down_proj.shape[-1]
+            experts.gate_up_proj[expert, [col, intermediate + col]] *= 300
+            experts.down_proj[expert, :, col] = 0
+            experts.down_proj[expert, row, col] = value
+        elif hasattr(mlp, "c_proj"):  # GPT-2: Conv1D weights are (in, out)
+            mlp.c_fc.bias[col] = 200.0
+            mlp.c_proj.weight[col, :] = 0
+            mlp.c_proj.weight[col, row] = value
+        elif hasattr(mlp, "dense_4h_to_h"):
+            mlp.dense_h_to_4h.bias[col] = 200.0
+            mlp.dense_4h_to_h.weight[:, col] = 0
+            mlp.dense_4h_to_h.weight[row, col] = value
+        else:
+            mlp.gate_proj.weight[col] *= 300
+            mlp.up_proj.weight[col] *= 300
+            mlp.down_proj.weight[:, col] = 0
+            mlp.down_proj.weight[row, col] = value
+
+
+def _mlp(model: Any, layer: int) -> Any:
+    body = model.base_model
+    blocks = getattr(body, "layers", None) or getattr(body, "h")
+    return blocks[layer].mlp
+
+
+def save_model(model: Any, folder: Path, tokenizer: Any = None) -> Path:
+    """``model`` (a tiny model, perhaps with planted structure) and its tokenizer in ``folder``."""
     model.save_pretrained(folder)
     (tokenizer or byte_tokenizer()).save_pretrained(folder)
     return folder

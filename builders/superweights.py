@@ -1,0 +1,245 @@
+"""``python -m builders.superweights``: find super weights, measure what removing them costs, record both in the store.
+
+For each model: (MoE) router analysis; iterative detection on the MLP down projections
+(measure the spikes, zero the candidate, measure again); perplexity and task accuracy with
+each super weight zeroed, all of them, and with the super activation restored. The records
+go to the store's ``superweights`` group, one model at a time: a model that fails is
+reported and the others still run; a rerun resumes, or does nothing. docs/superweights.md.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from builders import _models as models
+from builders._accuracy import TaskSpec, check_tasks_loadable, evaluate_tasks, resolve_tasks
+from builders._cli import run_cli
+from builders._config import ModelConfig
+from builders._down_proj import down_projections
+from builders._provenance import now, versions
+from builders._superweight_configs import SuperweightsConfig
+from builders._superweight_run import (
+    ModelRun,
+    baseline_perplexity,
+    causal_scores,
+    evaluation_attrs,
+    run_detection,
+    run_evaluations,
+    run_router,
+    stored_weights,
+)
+from builders._superweight_tables import detection_table, evaluations_table, router_table, weights_table
+from builders._superweight_text import calibration_rows, perplexity_tokens, router_texts
+from builders.errors import DataError, ModelError
+from store import (
+    SUPERWEIGHTS_GROUP,
+    Lease,
+    StoreLocation,
+    StoreMismatchError,
+    check_ours_or_empty,
+    complete_tables,
+    model_attrs,
+    prepare_superweights,
+    read_table,
+    remove_superweights_model,
+    reporting_write_faults,
+    slot_key,
+    write_summary,
+    write_table,
+)
+
+DESCRIPTION = __doc__.split("\n\n")[0] if __doc__ else ""
+_REQUIRED = {"detection", "weights", "evaluations"}
+
+
+@dataclass(frozen=True)
+class _Model:
+    """One model, checked (config, tokenizer, texts) before any weights load."""
+
+    config: ModelConfig
+    source: models.ModelSource
+    model_config: Any
+    n_layers: int
+    tokenizer: Any
+    calibration: list[np.ndarray]
+    perplexity_ids: np.ndarray | None
+    router_texts: list[np.ndarray]
+
+    @property
+    def label(self) -> str:
+        return self.source.label
+
+
+def _check(config: SuperweightsConfig) -> tuple[StoreLocation, list[TaskSpec], list[_Model]]:
+    """Every check that can fail, cheapest first; nothing is written, no weights load."""
+    location = StoreLocation(config.store, config.storage_options)
+    location.check_writable()
+    check_ours_or_empty(location)
+    tasks = [] if config.accuracy.skip else resolve_tasks(config.accuracy.tasks)
+    checked = [_check_model(config, location, model_config) for model_config in config.model.model_configs()]
+    labels = [model.label for model in checked]
+    if len(set(labels)) != len(labels):
+        raise DataError(f"two models get the same label {labels!r}; give each one with --model.label")
+    check_tasks_loadable(tasks)  # last: it may try the network
+    return location, tasks, checked
+
+
+def _check_model(config: SuperweightsConfig, location: StoreLocation, model_config: ModelConfig) -> _Model:
+    source = models.resolve_source(model_config)
+    hf_config = models.load_model_config(source, model_config)
+    if not config.perplexity.skip:
+        models.check_sequence_length(hf_config, config.perplexity.window_len, "perplexity.window_len")
+    models.check_sequence_length(hf_config, config.detect.seq_len, "detect.seq_len")
+    if not config.overwrite:
+        _check_settings(location, source.label, config)
+    tokenizer = models.load_tokenizer(source, model_config)
+    ppl_ids = None if config.perplexity.skip else perplexity_tokens(config, tokenizer)
+    return _Model(model_config, source, hf_config, models.num_layers(hf_config), tokenizer,
+                  calibration_rows(config, tokenizer), ppl_ids, router_texts(config, tokenizer))
+
+
+def _check_settings(location: StoreLocation, label: str, config: SuperweightsConfig) -> None:
+    stored = model_attrs(location, label).get("settings")
+    if stored is not None and json.loads(stored) != json.loads(json.dumps(config.settings())):
+        raise StoreMismatchError(
+            f"model {label!r} in store {location.display()!r} has super-weight records made with other settings "
+            f"({stored[:200]}); rerun with those, choose another --store, or pass --overwrite to redo this model")
+
+
+def run(config: SuperweightsConfig) -> int:
+    location, tasks, checked = _check(config)
+    models.quiet_loading(config.progress)
+    failures = []
+    for model in checked:
+        try:
+            _analyse_model(config, location, tasks, model)
+        except (ModelError, torch.OutOfMemoryError, MemoryError) as error:
+            failures.append(f"model {model.label!r} failed: {str(error).splitlines()[0]}")
+            print(f"error: {failures[-1]}; the other models go on", file=sys.stderr)
+        finally:
+            _release_memory()
+    with reporting_write_faults(location), Lease(location, slot_key(SUPERWEIGHTS_GROUP, "_summary"),
+                                                 "write the super-weight summary").acquire():
+        write_summary(location)
+    print(f"Store: {location.display()} (group 'superweights'). Read it: python -m analysis.superweights {config.store}")
+    return 1 if failures else 0
+
+
+def _release_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _analyse_model(config: SuperweightsConfig, location: StoreLocation, tasks: list[TaskSpec], model: _Model) -> None:
+    if not config.overwrite and _REQUIRED <= complete_tables(location, model.label) and (
+            not model_attrs(location, model.label).get("is_moe") or "router" in complete_tables(location, model.label)):
+        print(f"Nothing to do: model {model.label!r} is complete in {location.display()}.")
+        return
+    loaded = models.load_model(model.source, model.config)
+    try:
+        layers = down_projections(loaded, model.n_layers)
+        run = ModelRun(loaded, model.tokenizer, layers, model.calibration, model.perplexity_ids, model.router_texts)
+        lease = Lease(location, slot_key(SUPERWEIGHTS_GROUP, model.label), f"find super weights of {model.label!r}")
+        with reporting_write_faults(location), lease.acquire(interrupt=True):
+            _records(config, location, tasks, model, run)
+    finally:
+        del loaded
+
+
+def _records(config: SuperweightsConfig, location: StoreLocation, tasks: list[TaskSpec], model: _Model,
+             run: ModelRun) -> None:
+    label, log = model.label, _logger(config)
+    if config.overwrite:
+        remove_superweights_model(location, label)
+    prepare_superweights(location, label, _model_attrs(config, model, run))
+    done = complete_tables(location, label)
+    router = run_router(run, config)
+    if _REQUIRED - {"evaluations"} <= done:
+        weights = stored_weights(run, read_table(location, label, "weights"))
+    else:
+        detection = run_detection(run, config, router)
+        weights = detection.weights
+        write_table(location, label, "detection", detection_table(
+            detection, config.detect.spike_threshold, config.detect.max_iterations, sum(map(len, run.calibration))))
+        write_table(location, label, "weights", weights_table(weights))
+        _log_detection(log, detection)
+    evaluations = _evaluations(config, location, tasks, model, run, weights, done, log)
+    if router is not None:
+        if config.moe.causal_scoring:
+            causal_scores(run, config, router, baseline_perplexity(evaluations))
+        write_table(location, label, "router", router_table(router, _router_attrs(config)))
+    print(_model_summary(label, weights, evaluations))
+
+
+def _evaluations(config: SuperweightsConfig, location: StoreLocation, tasks: list[TaskSpec], model: _Model,
+                 run: ModelRun, weights: list, done: set[str], log: Any) -> list:
+    if "evaluations" in done:
+        table = read_table(location, model.label, "evaluations")
+        return _rows_of(table)
+    accuracy = None
+    if tasks:
+        def accuracy() -> list[tuple[str, str, float, int]]:
+            results = evaluate_tasks(run.model, run.tokenizer, tasks, config.accuracy.samples, config.seed,
+                                     config.accuracy.batch_size, config.accuracy.max_new_tokens, config.progress)
+            return [(result.task, result.metric, result.value, result.n) for result in results]
+    rows = run_evaluations(run, config, weights, accuracy, log)
+    write_table(location, model.label, "evaluations", evaluations_table(rows, evaluation_attrs(config)))
+    return rows
+
+
+def _rows_of(table: Any) -> list:
+    from builders._ablations import Evaluation
+
+    names = ("ablation", "zeroed", "kind", "task", "metric", "value", "n")
+    return [Evaluation(*(table[name].values[index].item() for name in names)) for index in range(table.sizes["record"])]
+
+
+def _model_attrs(config: SuperweightsConfig, model: _Model, run: ModelRun) -> dict[str, Any]:
+    fused = [projection for layer in run.layers for projection in layer if projection.kind == "experts"]
+    return {
+        "model_id": model.source.model_id, "revision": model.source.revision, "file_sha256": model.source.file_sha256,
+        "architecture": type(model.model_config).__name__, "n_layers": model.n_layers,
+        "hidden_size": models.hidden_size(model.model_config), "is_moe": bool(fused),
+        "n_experts": max((projection.n_experts for projection in fused), default=0),
+        "dtype": str(next(run.model.parameters()).dtype).removeprefix("torch."), "device": str(run.device),
+        "settings": json.dumps(config.settings(), sort_keys=True), "created": now(), "versions": versions(),
+    }
+
+
+def _router_attrs(config: SuperweightsConfig) -> dict[str, Any]:
+    return {"router_samples": config.moe.router_samples, "p_active_floor": config.moe.p_active_floor,
+            "co_spike_threshold": config.moe.co_spike_threshold, "causal_scoring": config.moe.causal_scoring}
+
+
+def _logger(config: SuperweightsConfig) -> Any:
+    return (lambda line: print(line)) if config.verbose else (lambda line: None)
+
+
+def _log_detection(log: Any, detection: Any) -> None:
+    for iteration, table in enumerate(detection.iterations):
+        passing = [f"L{layer} in {table[layer, 0]:.1f} out {table[layer, 3]:.1f}" for layer in np.flatnonzero(table[:, 7] == 1)]
+        log(f"  iteration {iteration}: passed {', '.join(passing) or 'none'}")
+    log(f"  stopped: {detection.stop_reason}")
+
+
+def _model_summary(label: str, weights: list, evaluations: list) -> str:
+    found = ", ".join(f"L{w.layer} W[{w.row},{w.col}]" + (f" expert {w.expert}" if w.expert >= 0 else "") for w in weights)
+    perplexities = {row.ablation: row.value for row in evaluations if row.metric == "perplexity"}
+    shown = ", ".join(f"{name} {value:.4g}" for name, value in perplexities.items())
+    return f"Model {label!r}: {len(weights)} super weight(s) {found or ''}" + (f"; perplexity {shown}" if shown else "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(SuperweightsConfig, argv, "python -m builders.superweights", DESCRIPTION, run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
