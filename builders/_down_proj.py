@@ -22,7 +22,7 @@ from torch import nn
 from builders import _models as models
 from builders.errors import ModelError
 
-_LINEAR_NAMES = ("down_proj", "dense_4h_to_h", "w2", "fc2")
+_LINEAR_NAMES = ("down_proj", "dense_4h_to_h", "w2", "fc2", "fc_out")
 _EXPERT_INDEX = re.compile(r"\.experts\.(\d+)\.")
 NO_EXPERT = -1
 

@@ -45,12 +45,15 @@ from store import (
     StoreMismatchError,
     check_ours_or_empty,
     complete_tables,
+    consolidate,
     model_attrs,
     prepare_superweights,
     read_table,
     remove_superweights_model,
     reporting_write_faults,
     slot_key,
+    structure_lease,
+    superweight_labels,
     write_summary,
     write_table,
 )
@@ -106,28 +109,34 @@ def _check_model(config: SuperweightsConfig, location: StoreLocation, model_conf
 
 
 def _check_settings(location: StoreLocation, label: str, config: SuperweightsConfig) -> None:
-    stored = model_attrs(location, label).get("settings")
+    stored = _stored_attrs(location, label).get("settings")
     if stored is not None and json.loads(stored) != json.loads(json.dumps(config.settings())):
         raise StoreMismatchError(
             f"model {label!r} in store {location.display()!r} has super-weight records made with other settings "
             f"({stored[:200]}); rerun with those, choose another --store, or pass --overwrite to redo this model")
 
 
+def _stored_attrs(location: StoreLocation, label: str) -> dict[str, Any]:
+    """The model's attributes in the store; none when the store has no records of it yet."""
+    return model_attrs(location, label) if label in superweight_labels(location) else {}
+
+
 def run(config: SuperweightsConfig) -> int:
     location, tasks, checked = _check(config)
     models.quiet_loading(config.progress)
-    failures = []
+    failures, written = [], False
     for model in checked:
         try:
-            _analyse_model(config, location, tasks, model)
+            written = _analyse_model(config, location, tasks, model) or written
         except (ModelError, torch.OutOfMemoryError, MemoryError) as error:
             failures.append(f"model {model.label!r} failed: {str(error).splitlines()[0]}")
             print(f"error: {failures[-1]}; the other models go on", file=sys.stderr)
         finally:
             _release_memory()
-    with reporting_write_faults(location), Lease(location, slot_key(SUPERWEIGHTS_GROUP, "_summary"),
-                                                 "write the super-weight summary").acquire():
-        write_summary(location)
+    if written:  # a run with nothing to do changes no byte
+        with reporting_write_faults(location), structure_lease(location, "write the super-weight summary"):
+            write_summary(location)
+            consolidate(location)
     print(f"Store: {location.display()} (group 'superweights'). Read it: python -m analysis.superweights {config.store}")
     return 1 if failures else 0
 
@@ -138,11 +147,12 @@ def _release_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _analyse_model(config: SuperweightsConfig, location: StoreLocation, tasks: list[TaskSpec], model: _Model) -> None:
+def _analyse_model(config: SuperweightsConfig, location: StoreLocation, tasks: list[TaskSpec], model: _Model) -> bool:
+    """Analyse one model and write its records; False when they were complete already."""
     if not config.overwrite and _REQUIRED <= complete_tables(location, model.label) and (
-            not model_attrs(location, model.label).get("is_moe") or "router" in complete_tables(location, model.label)):
+            not _stored_attrs(location, model.label).get("is_moe") or "router" in complete_tables(location, model.label)):
         print(f"Nothing to do: model {model.label!r} is complete in {location.display()}.")
-        return
+        return False
     loaded = models.load_model(model.source, model.config)
     try:
         layers = down_projections(loaded, model.n_layers)
@@ -150,6 +160,7 @@ def _analyse_model(config: SuperweightsConfig, location: StoreLocation, tasks: l
         lease = Lease(location, slot_key(SUPERWEIGHTS_GROUP, model.label), f"find super weights of {model.label!r}")
         with reporting_write_faults(location), lease.acquire(interrupt=True):
             _records(config, location, tasks, model, run)
+        return True
     finally:
         del loaded
 
@@ -207,11 +218,18 @@ def _model_attrs(config: SuperweightsConfig, model: _Model, run: ModelRun) -> di
     return {
         "model_id": model.source.model_id, "revision": model.source.revision, "file_sha256": model.source.file_sha256,
         "architecture": type(model.model_config).__name__, "n_layers": model.n_layers,
-        "hidden_size": models.hidden_size(model.model_config), "is_moe": bool(fused),
+        "hidden_size": models.hidden_size(model.model_config), "intermediate_size": _intermediate_size(run),
+        "is_moe": bool(fused),
         "n_experts": max((projection.n_experts for projection in fused), default=0),
         "dtype": str(next(run.model.parameters()).dtype).removeprefix("torch."), "device": str(run.device),
         "settings": json.dumps(config.settings(), sort_keys=True), "created": now(), "versions": versions(),
     }
+
+
+def _intermediate_size(run: ModelRun) -> int:
+    """The first down projection's input width (for MoE: an expert's)."""
+    projection = run.layers[0][0]
+    return int(projection.parameter.shape[-2 if projection.layout == "in_out" else -1])
 
 
 def _router_attrs(config: SuperweightsConfig) -> dict[str, Any]:

@@ -1,0 +1,121 @@
+"""Benchmark of super-weight detection and perplexity evaluation against bare forward passes, side by side.
+
+1. Detection: one detection iteration (``builders._detect.run_passes``: the calibration batch
+   through the decoder body with ``SpikeHooks`` on every MLP down projection, maxima gathered
+   with one device sync) over one bare forward of the same batch through the same body, no
+   hooks. Goal: detection / bare <= 1.2.
+2. Perplexity: tokens per second of ``builders._perplexity.perplexity`` (sliding windows, the
+   scored positions' logits, cross-entropy in float32, summed in float64) over a bare forward
+   of the same windows in the same batches through the whole causal LM (all logits, no loss).
+   ``perplexity`` asks the LM head for the scored positions only (``logits_to_keep``), so the
+   ratio can exceed 1 when stride < window_len. Goal: perplexity / bare >= 0.95.
+
+Rounds alternate the order of the two paths; each figure is the ratio of the medians, with the
+ratio of the bests beside it. The model loads once and serves both paths.
+
+    python bench/superweights_bench.py                      # SmolLM2 (embedded), 512 calibration tokens, 4,096 ppl tokens
+    python bench/superweights_bench.py --model PATH --rounds 3 --ppl_tokens 1024 --window_len 256 --stride 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from builders import _models as models
+from builders._config import EMBEDDED_SMOLLM2, ModelConfig
+from builders._detect import run_passes
+from builders._down_proj import down_projections
+from builders._perplexity import _batches, perplexity, sliding_windows
+from builders._spikes import SpikeHooks
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--model", default=EMBEDDED_SMOLLM2, help="model name or folder (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds per path (default: %(default)s)")
+    parser.add_argument("--calibration_rows", type=int, default=2, help="calibration rows (default: %(default)s)")
+    parser.add_argument("--seq_len", type=int, default=256, help="tokens per calibration row (default: %(default)s)")
+    parser.add_argument("--ppl_tokens", type=int, default=4096, help="tokens of perplexity text (default: %(default)s)")
+    parser.add_argument("--window_len", type=int, default=1024, help="perplexity window (default: %(default)s)")
+    parser.add_argument("--stride", type=int, default=512, help="perplexity stride (default: %(default)s)")
+    parser.add_argument("--batch_size", type=int, default=4, help="windows per batch (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    return parser.parse_args()
+
+
+def _paired(first: Callable[[], None], second: Callable[[], None], rounds: int) -> tuple[list[float], list[float]]:
+    """Seconds of each path per round, the order alternating; one untimed warm-up each."""
+    first(), second()
+    times: tuple[list[float], list[float]] = ([], [])
+    for round_index in range(rounds):
+        order = (0, 1) if round_index % 2 == 0 else (1, 0)
+        for which in order:
+            started = time.perf_counter()
+            (first, second)[which]()
+            times[which].append(time.perf_counter() - started)
+    return times
+
+
+def _report(name: str, measured: list[float], bare: list[float], goal: str, tokens: int) -> None:
+    median_ratio = statistics.median(measured) / statistics.median(bare)
+    best_ratio = min(measured) / min(bare)
+    print(f"{name}: {statistics.median(measured):.3f} s vs bare {statistics.median(bare):.3f} s (medians; "
+          f"{tokens / statistics.median(measured):,.0f} vs {tokens / statistics.median(bare):,.0f} tokens/s)")
+    print(f"  time ratio {median_ratio:.3f} (medians), {best_ratio:.3f} (bests); goal {goal}")
+
+
+def main() -> None:
+    arguments = _arguments()
+    if arguments.threads:
+        torch.set_num_threads(arguments.threads)
+    config = ModelConfig(name=arguments.model, device="cpu" if not torch.cuda.is_available() else "auto")
+    source = models.resolve_source(config)
+    n_layers = models.num_layers(models.load_model_config(source, config))
+    model = models.load_model(source, config)
+    device = models.input_device(model)
+    vocab = model.get_input_embeddings().weight.shape[0]
+    generator = np.random.default_rng(0)
+    calibration = torch.as_tensor(generator.integers(0, vocab, (arguments.calibration_rows, arguments.seq_len)), device=device)
+    body = models.decoder_body(model)
+    projections = [projection for layer in down_projections(model, n_layers) for projection in layer]
+    print(f"model {source.label}: {n_layers} layers, {len(projections)} down projections, device {device}, "
+          f"{torch.get_num_threads()} threads")
+
+    with SpikeHooks(projections, 50.0) as hooks:
+        detecting = _paired(lambda: run_passes(body, hooks, [calibration]), lambda: _bare_body(body, calibration),
+                            arguments.rounds)
+    _report(f"detection iteration ({calibration.numel()} tokens)", detecting[0], detecting[1], "<= 1.2",
+            calibration.numel())
+
+    token_ids = generator.integers(0, vocab, arguments.ppl_tokens)
+    windows = sliding_windows(len(token_ids), arguments.window_len, arguments.stride)
+    tokens = torch.as_tensor(token_ids, device=device)
+    n_run = sum(window.end - window.start for window in windows)
+    evaluating = _paired(lambda: perplexity(model, token_ids, windows, arguments.batch_size, progress=False),
+                         lambda: _bare_windows(model, tokens, windows, arguments.batch_size), arguments.rounds)
+    _report(f"perplexity ({len(windows)} windows, {n_run} tokens run)", evaluating[0], evaluating[1],
+            ">= 0.95 in tokens/s, i.e. time ratio <= 1.053", n_run)
+    print(f"  perplexity tokens/s over bare: {statistics.median(evaluating[1]) / statistics.median(evaluating[0]):.3f} "
+          f"(medians), {min(evaluating[1]) / min(evaluating[0]):.3f} (bests)")
+
+
+def _bare_body(body: torch.nn.Module, batch: torch.Tensor) -> None:
+    with torch.inference_mode():
+        body(input_ids=batch, use_cache=False)
+
+
+def _bare_windows(model: torch.nn.Module, tokens: torch.Tensor, windows: list, batch_size: int) -> None:
+    with torch.inference_mode():
+        for batch in _batches(windows, batch_size):
+            model(input_ids=torch.stack([tokens[window.start:window.end] for window in batch]), use_cache=False)
+
+
+if __name__ == "__main__":
+    main()
