@@ -6,7 +6,10 @@
     analysis.plots.ccdf(...)                  # matplotlib, imported lazily
     vecs = vectors("stores/vectors.zarr")     # pooled document vectors (builders.vectors)
     nearest(vecs, "dict", k=5)                # centred cosine, chunk by chunk
+    superweight_summary("stores/sw.zarr")     # Super Weight analyses (builders.superweights)
 """
+
+from typing import Any
 
 from analysis._compare import ALTERNATIVES, Comparison
 from analysis._dataset_fit import FITS_GROUP
@@ -27,6 +30,19 @@ from analysis._vectors import (
 
 fit = _fit_dataset
 vectors = open_vectors  # analysis.vectors(store): the vectors group, as analysis.open_store is the stats group
+_SUPERWEIGHTS = {"open_superweights": "open_superweights", "superweight_records": "records",
+                 "superweight_summary": "summary"}
+
+
+def __getattr__(name: str) -> Any:
+    """The super weight readers, imported on first use: ``python -m analysis.superweights`` must not find
+    its module imported by the package already (runpy warns that it may run twice)."""
+    if name in _SUPERWEIGHTS:
+        from analysis import superweights
+
+        return getattr(superweights, _SUPERWEIGHTS[name])
+    raise AttributeError(f"module 'analysis' has no attribute {name!r}")
+
 
 __all__ = [
     "ALTERNATIVES",
@@ -42,8 +58,11 @@ __all__ = [
     "long_diagnostics",
     "nearest",
     "open_store",
+    "open_superweights",
     "open_vectors",
     "rank_ols",
     "similarity_scores",
+    "superweight_records",
+    "superweight_summary",
     "vectors",
 ]

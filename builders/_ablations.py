@@ -72,10 +72,12 @@ class PerplexityRun:
     windows: list[Window]
     batch_size: int
     text_name: str
+    spike_threshold: float
     progress: bool = True
 
     def __post_init__(self) -> None:
-        self.activations = SuperActivations([(weight.projection.module, weight.row) for weight in self.weights])
+        self.activations = SuperActivations([(weight.projection.module, weight.row) for weight in self.weights],
+                                            self.spike_threshold)
 
     def evaluate(self, ablation: Ablation) -> list[Evaluation]:
         cells = [self.weights[index].cell for index in ablation.zeroed]

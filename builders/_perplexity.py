@@ -7,9 +7,12 @@ them in the window as context. ``loss`` is the mean negative log-likelihood in n
 scored tokens and ``perplexity = exp(loss)``. Only the scored positions' logits are computed
 (``logits_to_keep``), so the LM head runs on ``stride`` tokens per window, not ``window_len``.
 
-"Restore" (Yu et al. 2024, Table 3): the super weight is zeroed but its super activation (the
-down projection's output in the weight's row) is put back to its value in the unablated model,
-token by token; :class:`SuperActivations` records it during the baseline and replays it.
+"Restore" (Yu et al. 2024, Table 3): the super weight is zeroed but its super activation is
+put back. The super activation is the down projection's output in the weight's row *where it
+is massive*: the tokens whose unablated |value| exceeds the spike threshold. Only those are
+put back; every other token keeps its zeroed-weight value. (Putting back every token's value
+would undo the ablation exactly: one zeroed element changes nothing but that output channel.)
+:class:`SuperActivations` records the channel during the baseline and replays it.
 """
 
 from __future__ import annotations
@@ -106,6 +109,7 @@ class SuperActivations(ForwardHooks):
     """Records (``recording``) or puts back one output channel of each given module, batch by batch."""
 
     modules_rows: Sequence[tuple[nn.Module, int]]
+    threshold: float  # only values whose |value| exceeds it are put back (0: every token's)
     recording: bool = True
     active: set[int] = field(default_factory=set)  # positions put back when not recording
     batch: int = 0
@@ -121,6 +125,7 @@ class SuperActivations(ForwardHooks):
             if self.recording:
                 self.saved[(position, self.batch)] = output[..., row].clone()
             elif position in self.active:
-                output[..., row] = self.saved[(position, self.batch)]
+                saved = self.saved[(position, self.batch)]
+                output[..., row] = torch.where(saved.abs() > self.threshold, saved, output[..., row])
 
         return hook

@@ -78,7 +78,7 @@ class PerplexityConfig:
     """Tokens between window starts; each window scores only the tokens the previous one did not (the first window scores all)."""
 
     restore: str = "all"
-    """Also measure with the super weight(s) zeroed but their super activation put back (Yu et al.): all (the all-zeroed case), each (every case) or none."""
+    """Also measure with the super weight(s) zeroed but their super activation (the tokens whose unablated output in the weight's row exceeds detect.spike_threshold) put back (Yu et al.): all (the all-zeroed case), each (every case) or none."""
 
     batch_size: int = 4
     """Windows per forward pass."""

@@ -105,7 +105,7 @@ def run_evaluations(run: ModelRun, config: SuperweightsConfig, weights: list[Sup
 def _perplexity_run(run: ModelRun, config: SuperweightsConfig, weights: list[SuperWeight]) -> PerplexityRun:
     windows = sliding_windows(len(run.perplexity_ids), config.perplexity.window_len, config.perplexity.stride)
     return PerplexityRun(run.model, weights, run.perplexity_ids, windows, config.perplexity.batch_size,
-                         config.data.name, config.progress)
+                         config.data.name, config.detect.spike_threshold, config.progress)
 
 
 def _logged(rows: list[Evaluation], log: Log) -> list[Evaluation]:

@@ -75,17 +75,21 @@ def write_item(location: StoreLocation, path: str, dataset: xr.Dataset,
     node.attrs[COMPLETE_ATTR] = True  # last: an item without it is rewritten, never read
 
 
+def complete_children(location: StoreLocation, path: str) -> list[str]:
+    """The names of the child groups of ``path`` whose commit marker is set ([] if ``path`` does not exist)."""
+    try:
+        node = zarr.open_group(location.zarr_store(read_only=True), path=path, mode="r", use_consolidated=False)
+    except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError):
+        return []
+    return [name for name, child in node.groups() if child.attrs.get(COMPLETE_ATTR) is True]
+
+
 def complete_items(location: StoreLocation, group: str, label: str) -> dict[int, str]:
     """Item number -> path of every complete item of ``label`` in ``group``."""
-    try:
-        node = zarr.open_group(location.zarr_store(read_only=True), path=f"{group}/{label}", mode="r",
-                               use_consolidated=False)
-    except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError):
-        return {}
     found = {}
-    for name, child in node.groups():
+    for name in complete_children(location, f"{group}/{label}"):
         match = _ITEM.match(name)
-        if match and child.attrs.get(COMPLETE_ATTR) is True:
+        if match:
             found[int(match.group(1))] = f"{group}/{label}/{name}"
     return found
 

@@ -26,8 +26,10 @@ from store._schema import (
     UNIT_COMMITTED,
     UNIT_TOKENS_ATTR,
 )
+from store._superweights import SUPERWEIGHTS_GROUP
 from store._units import committed_prefix, plan_units
 from store._validate_items import item_problems
+from store._validate_superweights import superweight_problems
 from store._validate_vectors import vector_problems
 from store._vectors import VECTORS_GROUP
 from store.errors import ContractError, StoreLocationError
@@ -42,14 +44,14 @@ def validate_store(location: StoreLocation | str) -> xr.Dataset:
     """Open ``location`` with plain xarray, check the whole contract, return the ``stats`` Dataset.
 
     A store may hold ``stats``, the item groups (captures, encodings, hypercube views), ``vectors``,
-    or any of them together; for a store without ``stats`` the returned Dataset is empty.
+    ``superweights``, or any of them together; for a store without ``stats`` the returned Dataset is empty.
     """
     if isinstance(location, str):
         location = StoreLocation(location)
     if not location.exists():
         raise StoreLocationError(f"no store at {location.display()!r} (no zarr.json); check the path or URL")
     groups = _top_groups(location)
-    if STATS_GROUP not in groups and groups & {*ITEM_GROUPS, VECTORS_GROUP}:  # a store without stats
+    if STATS_GROUP not in groups and groups & {*ITEM_GROUPS, VECTORS_GROUP, SUPERWEIGHTS_GROUP}:  # no stats
         _raise(_stale_metadata(location) + _other_groups(location), location.display())
         return xr.Dataset()
     damaged = damage(location)
@@ -66,13 +68,21 @@ def validate_store(location: StoreLocation | str) -> xr.Dataset:
 
 
 def _other_groups(location: StoreLocation) -> list[str]:
-    """Problems of the groups beside ``stats``: the item groups and ``vectors``."""
-    problems = item_problems(location) + vector_problems(location)
-    if not problems and VECTORS_GROUP in _top_groups(location):
+    """Problems of the groups beside ``stats``: the item groups, ``vectors`` and ``superweights``."""
+    problems = item_problems(location) + vector_problems(location) + superweight_problems(location)
+    groups = _top_groups(location)
+    if not problems and VECTORS_GROUP in groups:
         try:
             xr.open_zarr(location.zarr_store(read_only=True), group=VECTORS_GROUP).close()
         except (ValueError, KeyError, FileNotFoundError) as error:
             problems.append(f"xarray cannot open the {VECTORS_GROUP!r} group ({error})")
+    if not problems and SUPERWEIGHTS_GROUP in groups:  # a tree of small tables: read as one DataTree
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a missing consolidated copy is named by _stale_metadata
+                xr.open_datatree(location.zarr_store(read_only=True), engine="zarr", group=SUPERWEIGHTS_GROUP).close()
+        except (ValueError, KeyError, FileNotFoundError) as error:
+            problems.append(f"xarray cannot open the {SUPERWEIGHTS_GROUP!r} group as a DataTree ({error})")
     return problems
 
 

@@ -62,7 +62,7 @@ def test_windows_score_every_token_with_context_exactly_once(n_tokens: int, wind
     assert all(window.end - window.start <= window_len and window.start < window.score_from for window in windows)
 
 
-def _planted_run(family: str) -> tuple[PerplexityRun, Any]:
+def _planted_run(family: str, threshold: float = 0.0) -> tuple[PerplexityRun, Any]:
     model = _model(family)
     plant_super_weight(model, 2, 7, 11, expert=1)
     projection = next(p for p in down_projections(model, LAYERS)[2] if p.kind != "linear" or p.expert < 0)
@@ -70,17 +70,28 @@ def _planted_run(family: str) -> tuple[PerplexityRun, Any]:
     weight = SuperWeight(2, 7, 11, expert, projection.tensor, projection.layout, 5.0, 0.0, 0.0, 0, projection)
     token_ids = np.random.default_rng(1).integers(0, 256, 160)
     windows = sliding_windows(len(token_ids), 64, 32)
-    return PerplexityRun(model, [weight], token_ids, windows, 2, "random", progress=False), model
+    return PerplexityRun(model, [weight], token_ids, windows, 2, "random", threshold, progress=False), model
+
+
+def _three(run: PerplexityRun) -> tuple[float, float, float]:
+    return tuple(run.evaluate(Ablation(*args))[0].value for args in (
+        ("baseline", ()), ("sw0", (0,)), ("sw0_restored", (0,), True)))
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "mixtral"])
-def test_restoring_the_super_activation_gives_back_the_baseline(family: str) -> None:
-    run, _ = _planted_run(family)
-    baseline, zeroed, restored = (run.evaluate(Ablation(*args))[0].value for args in (
-        ("baseline", ()), ("sw0", (0,)), ("sw0_restored", (0,), True)))
-    # The planted weight is the only path from its input channel, so putting its output back undoes the zeroing.
+def test_putting_back_every_token_of_the_channel_undoes_the_ablation(family: str) -> None:
+    baseline, zeroed, restored = _three(_planted_run(family, threshold=0.0)[0])
+    # One zeroed element changes its module's output in one channel only; all of it put back is the baseline.
     assert zeroed != pytest.approx(baseline, rel=1e-3)
     assert restored == pytest.approx(baseline, rel=1e-5)
+
+
+def test_restoring_only_the_massive_values_puts_back_exactly_those() -> None:
+    run, _ = _planted_run("llama", threshold=50.0)
+    baseline, zeroed, restored = _three(run)
+    saved = torch.cat([value.reshape(-1) for value in run.activations.saved.values()])
+    assert 0 < int((saved.abs() > 50).sum()) < saved.numel()  # some tokens spike, some do not
+    assert restored not in (pytest.approx(baseline, rel=1e-6), pytest.approx(zeroed, rel=1e-6))
 
 
 def test_the_weights_are_back_after_every_ablation() -> None:

@@ -1,0 +1,329 @@
+"""analysis.superweights and its figures: tables as pandas, the export's files, the command line, the plots.
+
+The store is written through the store API (no model): a dense model with two super weights and a
+mixture-of-experts model with one and a router table, so every value read back is known.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+import zarr
+
+import analysis
+from analysis import plots
+from analysis.superweights import main
+from store import StoreLocation, prepare_superweights, write_summary, write_table
+
+matplotlib.use("Agg")
+
+THRESHOLD = 50.0
+DENSE_PPL = {"baseline": 10.0, "sw0": 40.0, "sw1": 12.0, "all": 500.0, "all_restored": 11.0}
+MOE_PPL = {"baseline": 8.0, "sw0": 16.0}
+ACCURACY = {"baseline": 0.5, "sw0": 0.25, "sw1": 0.45, "all": 0.3, "all_restored": 0.48}
+
+
+def _detection(n_layers: int, spikes: tuple[int, ...]) -> xr.Dataset:
+    """Iteration i finds the spike at layer spikes[i]; a last iteration finds nothing."""
+    shape = (len(spikes) + 1, n_layers)
+    input_max = np.arange(1, 1 + np.prod(shape), dtype=np.float32).reshape(shape)
+    output_max = input_max * 2
+    for iteration, layer in enumerate(spikes):
+        input_max[iteration, layer], output_max[iteration, layer] = 100.0 + layer, 1000.0 + layer
+    dims = ("iteration", "layer")
+    return xr.Dataset(
+        {"input_max": (dims, input_max), "input_channel": (dims, np.full(shape, 5, np.int32)),
+         "input_token": (dims, np.full(shape, 1, np.int32)), "output_max": (dims, output_max),
+         "output_channel": (dims, np.full(shape, 9, np.int32)), "output_token": (dims, np.full(shape, 1, np.int32)),
+         "expert": (dims, np.full(shape, -1, np.int32)),
+         "passed": (dims, (input_max > THRESHOLD) & (output_max > THRESHOLD))},
+        coords={"iteration": np.arange(shape[0], dtype=np.int32), "layer": np.arange(n_layers, dtype=np.int32)},
+        attrs={"spike_threshold": THRESHOLD, "max_iterations": 10, "calibration_tokens": 32,
+               "stop_reason": "nothing passed the threshold"})
+
+
+def _weights(layers: tuple[int, ...], expert: int = -1, layout: str = "out_in") -> xr.Dataset:
+    n = len(layers)
+    return xr.Dataset({
+        "tensor": ("record", np.array([f"model.layers.{layer}.mlp.down_proj.weight" for layer in layers], object)),
+        "layer": ("record", np.array(layers, np.int32)), "row": ("record", np.arange(3, 3 + n, dtype=np.int32)),
+        "col": ("record", np.arange(11, 11 + n, dtype=np.int32)), "expert": ("record", np.full(n, expert, np.int32)),
+        "layout": ("record", np.array([layout] * n, object)),
+        "value": ("record", np.array([-1.875, 0.1][:n], np.float32)),
+        "input_spike": ("record", np.array([100.0 + layer for layer in layers], np.float32)),
+        "output_spike": ("record", np.array([1000.0 + layer for layer in layers], np.float32)),
+        "iteration": ("record", np.arange(n, dtype=np.int32)),
+    })
+
+
+def _evaluations(perplexities: dict[str, float], n_weights: int) -> xr.Dataset:
+    rows = []
+    for ablation, perplexity in perplexities.items():
+        zeroed = ("" if ablation == "baseline" else ablation[2:] if ablation.startswith("sw")
+                  else ",".join(map(str, range(n_weights))))
+        rows += [(ablation, zeroed, "perplexity", "wikitext", "perplexity", perplexity, 2048),
+                 (ablation, zeroed, "perplexity", "wikitext", "loss", math.log(perplexity), 2048),
+                 (ablation, zeroed, "accuracy", "hellaswag", "acc", ACCURACY[ablation] - 0.1, 50),
+                 (ablation, zeroed, "accuracy", "hellaswag", "acc_norm", ACCURACY[ablation], 50),
+                 (ablation, zeroed, "accuracy", "gsm8k", "exact_match", ACCURACY[ablation] / 2, 20)]
+    columns = list(zip(*rows))
+    names = ("ablation", "zeroed", "kind", "task", "metric")
+    data = {name: ("record", np.array(column, object)) for name, column in zip(names, columns)}
+    data |= {"value": ("record", np.array(columns[5], np.float64)), "n": ("record", np.array(columns[6], np.int64))}
+    return xr.Dataset(data, attrs={"window_len": 64, "stride": 32, "text": "wikitext", "samples": 5,
+                                   "accuracy_samples": 50, "seed": 0})
+
+
+def _router(n_layers: int, n_experts: int = 4) -> xr.Dataset:
+    p_active = np.linspace(0.0, 0.6, n_layers * n_experts, dtype=np.float32).reshape(n_layers, n_experts)
+    co_spike = np.zeros_like(p_active)
+    co_spike[2, 3], co_spike[4, 1] = 0.8, 0.5
+    dims = ("layer", "expert")
+    return xr.Dataset({"p_active": (dims, p_active), "scored": (dims, p_active >= 0.01), "co_spike": (dims, co_spike),
+                       "co_spiking": (dims, (p_active >= 0.01) & (co_spike >= 0.12)),
+                       "causal_delta_ppl": (dims, np.full(p_active.shape, np.nan, np.float32))},
+                      coords={"layer": np.arange(n_layers, dtype=np.int32), "expert": np.arange(n_experts, dtype=np.int32)},
+                      attrs={"router_samples": 4, "p_active_floor": 0.01, "co_spike_threshold": 0.12,
+                             "causal_scoring": False})
+
+
+def _model_attrs(architecture: str, n_layers: int, is_moe: bool) -> dict[str, object]:
+    return {"model_id": f"tiny/{architecture}", "architecture": architecture, "n_layers": n_layers, "hidden_size": 8,
+            "intermediate_size": 16, "is_moe": is_moe, "n_experts": 4 if is_moe else 0, "dtype": "float32",
+            "device": "cpu", "versions": {"torch": "2"}, "created": "2026-01-01T00:00:00Z",
+            "settings": json.dumps({"detect": {"spike_threshold": THRESHOLD}})}
+
+
+TABLES = {
+    "dense": {"detection": _detection(4, (1, 3)), "weights": _weights((1, 3)),
+              "evaluations": _evaluations(DENSE_PPL, 2)},
+    "moe": {"detection": _detection(6, (2,)), "weights": _weights((2,), expert=3),
+            "evaluations": _evaluations(MOE_PPL, 1), "router": _router(6)},
+}
+ATTRS = {"dense": _model_attrs("LlamaForCausalLM", 4, False), "moe": _model_attrs("OlmoeForCausalLM", 6, True)}
+
+
+def _write(location: StoreLocation) -> None:
+    for label, tables in TABLES.items():
+        prepare_superweights(location, label, ATTRS[label])
+        for table, dataset in tables.items():
+            write_table(location, label, table, dataset)
+    write_summary(location)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("superweights") / "sw.zarr"
+    _write(StoreLocation(str(path)))
+    return str(path)
+
+
+def test_open_and_records_on_every_backend(location: StoreLocation) -> None:
+    _write(location)
+    tables = analysis.open_superweights(location.url, location.storage_options)
+    assert {label: set(found) for label, found in tables.items()} == \
+           {"dense": {"detection", "weights", "evaluations"}, "moe": {"detection", "weights", "evaluations", "router"}}
+    weights = analysis.superweight_records(location.url, "weights", location.storage_options)
+    assert weights["model"].tolist() == ["dense", "dense", "moe"]
+    assert weights["layer"].tolist() == [1, 3, 2] and weights["expert"].tolist() == [-1, -1, 3]
+    np.testing.assert_array_equal(weights["value"].to_numpy(), np.array([-1.875, 0.1, -1.875], np.float32))
+    only = analysis.superweight_records(location.url, "weights", location.storage_options, models=["moe"])
+    assert only["model"].tolist() == ["moe"]
+
+
+def test_detection_records_are_one_row_per_iteration_and_layer(store: str) -> None:
+    detection = analysis.superweight_records(store, "detection")
+    assert len(detection) == 3 * 4 + 2 * 6
+    dense = detection[detection["model"] == "dense"].set_index(["iteration", "layer"])
+    assert dense.loc[(1, 3), "input_max"] == 103.0 and dense.loc[(1, 3), "output_max"] == 1003.0
+    assert dense["passed"].sum() == 2  # the two spikes, nothing else above the threshold
+    router = analysis.superweight_records(store, "router")
+    assert len(router) == 6 * 4 and set(router["model"]) == {"moe"}
+    assert router.loc[router["co_spiking"], ["layer", "expert"]].values.tolist() == [[2, 3], [4, 1]]
+
+
+def test_summary_rows(store: str) -> None:
+    summary = analysis.superweight_summary(store)
+    assert summary["model"].tolist() == ["dense", "moe"]
+    assert summary["n_superweights"].tolist() == [2, 1]
+    assert summary["layers"].tolist() == ["1,3", "2"] and summary["relative_depth"].tolist() == ["0.333,1.000", "0.400"]
+    np.testing.assert_allclose(summary["severity"], [50.0, 2.0])
+    np.testing.assert_allclose(summary["worst_single_ratio"], [4.0, 2.0])
+    np.testing.assert_allclose(summary["baseline_perplexity"], [10.0, 8.0])
+
+
+def test_export_files_read_back_as_the_store_holds(store: str, tmp_path: Path) -> None:
+    folder = tmp_path / "export"
+    written = analysis.superweights.export(store, folder)
+    names = {str(path.relative_to(folder)) for path in written}
+    per_model = {"detection.csv", "weights.csv", "weights.jsonl", "evaluations.csv", "evaluations.jsonl",
+                 "analysis.json"}
+    assert names == {*(f"dense/{name}" for name in per_model), *(f"moe/{name}" for name in per_model),
+                     "moe/router.csv", "summary.json", "summary.csv", "superweights.jsonl"}
+    for label, tables in TABLES.items():
+        csv = pd.read_csv(folder / label / "weights.csv")
+        lines = pd.read_json(folder / label / "weights.jsonl", lines=True)
+        for frame in (csv, lines):
+            assert frame["tensor"].tolist() == tables["weights"]["tensor"].values.tolist()
+            np.testing.assert_array_equal(frame["value"].to_numpy(np.float32), tables["weights"]["value"].values)
+            assert frame["row"].tolist() == tables["weights"]["row"].values.tolist()
+        evaluations = pd.read_csv(folder / label / "evaluations.csv", keep_default_na=False)
+        np.testing.assert_array_equal(evaluations["value"].to_numpy(), tables["evaluations"]["value"].values)
+        assert evaluations["zeroed"].astype(str).tolist() == tables["evaluations"]["zeroed"].values.tolist()
+    router = pd.read_csv(folder / "moe" / "router.csv")
+    np.testing.assert_array_equal(router["p_active"].to_numpy(np.float32), TABLES["moe"]["router"]["p_active"].values.ravel())
+    everything = pd.read_json(folder / "superweights.jsonl", lines=True)
+    assert everything["model"].tolist() == ["dense", "dense", "moe"]
+    summary = pd.read_csv(folder / "summary.csv")
+    np.testing.assert_allclose(summary["severity"], [50.0, 2.0])
+    assert [row["model"] for row in json.loads((folder / "summary.json").read_text())["models"]] == ["dense", "moe"]
+
+
+def test_analysis_json_nests_evaluations_by_ablation(store: str, tmp_path: Path) -> None:
+    analysis.superweights.export(store, tmp_path / "export")
+    document = json.loads((tmp_path / "export" / "dense" / "analysis.json").read_text())
+    assert document["attrs"]["architecture"] == "LlamaForCausalLM"
+    assert document["attrs"]["settings"] == {"detect": {"spike_threshold": THRESHOLD}}  # JSON text, parsed
+    assert [weight["layer"] for weight in document["super_weights"]] == [1, 3]
+    assert document["super_weights"][1]["value"] == float(np.float32(0.1))  # exact, not rounded to a few places
+    assert [it["passed_layers"] for it in document["iterations"]] == [[1], [3], []]
+    assert document["detection"]["stop_reason"] == "nothing passed the threshold"
+    evaluations = document["evaluations"]
+    assert list(evaluations) == list(DENSE_PPL)
+    assert evaluations["sw0"]["perplexity"] == 40.0 and evaluations["sw0"]["loss"] == pytest.approx(math.log(40.0))
+    assert evaluations["sw0"]["zeroed"] == [0] and evaluations["all"]["zeroed"] == [0, 1]
+    # hellaswag's primary accuracy is acc_norm; every metric is kept beside it
+    assert evaluations["sw1"]["accuracy"] == {"hellaswag": ACCURACY["sw1"], "gsm8k": ACCURACY["sw1"] / 2}
+    assert evaluations["sw1"]["accuracy_metrics"]["hellaswag"]["acc"] == pytest.approx(ACCURACY["sw1"] - 0.1)
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, list[str]]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, [line for line in captured.err.splitlines() if line.strip()]
+
+
+def test_cli_prints_the_summary_and_exports(store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _cli(capsys, store)
+    assert code == 0 and not err
+    assert "severity" in out and "OlmoeForCausalLM" in out and "model.layers.3.mlp.down_proj.weight" in out
+    code, out, _ = _cli(capsys, store, "--models", "moe", "--export", str(tmp_path / "out"))
+    assert code == 0 and "files to" in out
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["moe", "summary.csv", "summary.json",
+                                                                          "superweights.jsonl"]
+    assert _cli(capsys, store, "--export", str(tmp_path / "out"))[0] == 0  # an earlier export is ours
+
+
+@pytest.mark.parametrize("case", ["missing store", "foreign folder", "unknown model", "store without the group"])
+def test_cli_refuses_in_one_line(store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str) -> None:
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    bare = tmp_path / "bare.zarr"
+    zarr.open_group(str(bare), mode="w", zarr_format=3)
+    argv = {"missing store": [str(tmp_path / "nothing.zarr")], "foreign folder": [store, "--export", str(foreign)],
+            "unknown model": [store, "--models", "dense", "llama-9"], "store without the group": [str(bare)]}[case]
+    code, out, err = _cli(capsys, *argv)
+    assert code == 2 and not out and len(err) == 1 and err[0].startswith("error: ")
+    assert {"missing store": "nothing.zarr", "foreign folder": "not a super weight export",
+            "unknown model": "'llama-9'", "store without the group": "no super weight analyses"}[case] in err[0]
+    assert sorted(path.name for path in foreign.iterdir()) == ["notes.txt"]
+
+
+def test_cli_writes_every_figure(store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _cli(capsys, store, "--plots", str(tmp_path / "figures"))
+    assert code == 0 and not err
+    dense = {"detection_iterations", "spike_scatter", "ablation_impact", "combined_effects"}
+    assert {path.stem for path in (tmp_path / "figures" / "dense").glob("*.png")} == dense
+    assert {path.stem for path in (tmp_path / "figures" / "moe").glob("*.png")} == dense | {"router_analysis"}
+    assert (tmp_path / "figures" / "model_comparison.png").stat().st_size > 5_000
+
+
+@pytest.fixture
+def close_figures() -> None:
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
+@pytest.mark.usefixtures("close_figures")
+def test_detection_iterations_stars_each_super_weight() -> None:
+    figure = plots.detection_iterations(TABLES["dense"]["detection"], TABLES["dense"]["weights"])
+    for ax, side in zip(figure.axes, ("input", "output")):
+        assert len(ax.lines) == 3 + 1  # one line per iteration, and the threshold
+        stars = ax.collections[0].get_offsets()
+        np.testing.assert_array_equal(stars, [[1, 100.0 + 1 if side == "input" else 1001.0],
+                                              [3, 103.0 if side == "input" else 1003.0]])
+        assert ax.get_yscale() == "log"
+
+
+@pytest.mark.usefixtures("close_figures")
+def test_spike_scatter_labels_layers() -> None:
+    figure = plots.spike_scatter(TABLES["dense"]["weights"])
+    ax = figure.axes[0]
+    assert [text.get_text() for text in ax.texts] == ["L1", "L3"]
+    assert len(ax.collections[0].get_offsets()) == 2 and ax.get_xscale() == ax.get_yscale() == "log"
+    detection = plots.spike_scatter(TABLES["moe"]["detection"]).axes[0]
+    assert len(detection.collections[0].get_offsets()) == 2 * 6 and [t.get_text() for t in detection.texts] == ["L2"]
+
+
+@pytest.mark.usefixtures("close_figures")
+def test_ablation_impact_and_combined_effects_bars() -> None:
+    evaluations = TABLES["dense"]["evaluations"]
+    perplexity, accuracy = plots.ablation_impact(evaluations).axes
+    assert [bar.get_height() for bar in perplexity.patches] == [10.0, 40.0, 12.0]  # baseline, sw0, sw1
+    assert perplexity.get_yscale() == "log" and [t.get_text() for t in perplexity.texts] == ["10", "40", "12"]
+    assert len(accuracy.patches) == 3 * 2  # three ablations x two tasks
+    assert accuracy.patches[0].get_height() == pytest.approx(ACCURACY["baseline"])  # acc_norm, not acc
+    combined, _ = plots.combined_effects(evaluations).axes
+    assert [bar.get_height() for bar in combined.patches] == [10.0, 500.0, 11.0]
+    single, _ = plots.combined_effects(TABLES["moe"]["evaluations"]).axes  # its one weight zeroed is all of them
+    assert [bar.get_height() for bar in single.patches] == [8.0, 16.0]
+
+
+@pytest.mark.usefixtures("close_figures")
+def test_router_analysis_boxes_co_spiking_experts() -> None:
+    figure = plots.router_analysis(TABLES["moe"]["router"])
+    ax = figure.axes[0]
+    np.testing.assert_array_equal(ax.images[0].get_array(), TABLES["moe"]["router"]["p_active"].values)
+    np.testing.assert_array_equal(ax.collections[0].get_offsets(), [[3, 2], [1, 4]])  # (expert, layer)
+
+
+@pytest.mark.usefixtures("close_figures")
+def test_model_comparison_across_architectures(store: str) -> None:
+    count, severity, depth = plots.model_comparison(analysis.superweight_summary(store)).axes
+    assert [bar.get_height() for bar in count.patches] == [2, 1]
+    assert [bar.get_height() for bar in severity.patches] == [50.0, 2.0] and severity.get_yscale() == "log"
+    np.testing.assert_allclose(depth.collections[0].get_offsets(), [[1 / 3, 0], [1.0, 0], [0.4, 1]], atol=1e-3)
+    assert [label.get_text() for label in depth.get_yticklabels()] == ["LlamaForCausalLM", "OlmoeForCausalLM"]
+
+
+def test_a_model_without_super_weights_exports_and_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An empty weights table and a baseline-only evaluation (accuracy skipped) are results too."""
+    store = tmp_path / "none.zarr"
+    location = StoreLocation(str(store))
+    prepare_superweights(location, "calm", _model_attrs("GPT2LMHeadModel", 3, False))
+    write_table(location, "calm", "detection", _detection(3, ()))
+    write_table(location, "calm", "weights", _weights(()))
+    baseline = _evaluations({"baseline": 20.0}, 0)
+    write_table(location, "calm", "evaluations", baseline.isel(record=baseline["kind"] == "perplexity"))
+    write_summary(location)
+    code, _, err = _cli(capsys, str(store), "--export", str(tmp_path / "out"), "--plots", str(tmp_path / "figures"))
+    assert code == 0 and not err
+    document = json.loads((tmp_path / "out" / "calm" / "analysis.json").read_text())
+    assert document["super_weights"] == [] and document["evaluations"]["baseline"]["accuracy"] == {}
+    assert document["evaluations"]["baseline"]["perplexity"] == 20.0
+    assert (tmp_path / "out" / "superweights.jsonl").read_text() == ""
+    assert pd.read_csv(tmp_path / "out" / "calm" / "weights.csv").empty
+    row = json.loads((tmp_path / "out" / "summary.json").read_text())["models"][0]
+    assert row["n_superweights"] == 0 and row["severity"] is None  # NaN is null in JSON
+    assert {path.stem for path in (tmp_path / "figures" / "calm").glob("*.png")} == \
+           {"detection_iterations", "spike_scatter", "ablation_impact", "combined_effects"}
