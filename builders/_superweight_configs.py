@@ -44,20 +44,20 @@ class DetectConfig:
     """Zero the candidate and look again at most this many times (one forward pass of the calibration batch each)."""
 
     calibration_tokens: int = 512
-    """Tokens of calibration text (from --data, or --detect.prompts): the first ones of the source, cut into rows of detect.seq_len."""
+    """Tokens of calibration text from --data: the first ones of the source, packed into rows of detect.seq_len (unless --detect.prompt)."""
 
     seq_len: int = 256
     """Tokens per calibration row (and per router-analysis text); each row starts at a document's start."""
 
-    prompts: list[str] = field(default_factory=list)
-    """Calibration prompts instead of --data, one row each (e.g. the paper's 'Apple Inc. is a worldwide tech company.')."""
+    prompt: str = ""
+    """A calibration prompt instead of --data, one row (e.g. the paper's 'Apple Inc. is a worldwide tech company.'); empty: --data."""
 
     def __post_init__(self) -> None:
         self.spike_threshold = _above_zero("detect.spike_threshold", self.spike_threshold)
         for name in ("max_iterations", "calibration_tokens", "seq_len"):
             _positive(f"detect.{name}", getattr(self, name))
-        if any(not prompt.strip() for prompt in self.prompts):
-            raise ConfigError("detect.prompts has an empty prompt; give each prompt some text")
+        if self.prompt and not self.prompt.strip():
+            raise ConfigError(f"detect.prompt {self.prompt!r} is only whitespace; give some text, or none to use --data")
 
 
 @dataclass

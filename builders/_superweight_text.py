@@ -20,9 +20,9 @@ from store.errors import ConfigError
 
 
 def calibration_rows(config: SuperweightsConfig, tokenizer: Any) -> list[np.ndarray]:
-    """Rows for detection: each --detect.prompts entry, or the source packed into rows of detect.seq_len."""
-    if config.detect.prompts:
-        return [np.asarray(tokenizer(prompt)["input_ids"], np.int64) for prompt in config.detect.prompts]
+    """Rows for detection: --detect.prompt, or the source packed into rows of detect.seq_len."""
+    if config.detect.prompt:
+        return [np.asarray(tokenizer(config.detect.prompt)["input_ids"], np.int64)]
     n_rows = max(1, config.detect.calibration_tokens // config.detect.seq_len)
     rows = [row for row, _ in itertools.islice(iter_rows(iter_documents(config.data), tokenizer, config.detect.seq_len), n_rows)]
     if not rows:

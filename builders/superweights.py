@@ -217,7 +217,7 @@ def _model_attrs(config: SuperweightsConfig, model: _Model, run: ModelRun) -> di
     fused = [projection for layer in run.layers for projection in layer if projection.kind == "experts"]
     return {
         "model_id": model.source.model_id, "revision": model.source.revision, "file_sha256": model.source.file_sha256,
-        "architecture": type(model.model_config).__name__, "n_layers": model.n_layers,
+        "architecture": type(run.model).__name__, "n_layers": model.n_layers,
         "hidden_size": models.hidden_size(model.model_config), "intermediate_size": _intermediate_size(run),
         "is_moe": bool(fused),
         "n_experts": max((projection.n_experts for projection in fused), default=0),

@@ -118,6 +118,28 @@ def test_a_planted_expert_weight_is_found_with_its_expert_and_the_router_is_reco
     validate_store(location)
 
 
+def test_causal_scoring_prices_the_co_spiking_expert_and_the_floor_hides_rare_experts(
+        planted: dict[str, Path], text_file: Path, sw_cli: Runner, tmp_path: Path) -> None:
+    store = tmp_path / "moe.zarr"
+    code, _, err = sw_cli(*_args(text_file, planted["mixtral"]), "--store", str(store), "--moe.causal_scoring", "true")
+    assert code == 0, err
+    location, label = StoreLocation(str(store)), planted["mixtral"].name
+    router = read_table(location, label, "router")
+    # the planted expert is routed for every spike token of its layer, and its candidate is the planted weight
+    assert router.co_spike.values[LAYER, EXPERT] == pytest.approx(1.0) and router.co_spiking.values[LAYER, EXPERT]
+    priced = ~np.isnan(router.causal_delta_ppl.values)
+    assert (priced == router.co_spiking.values).all()
+    sw0 = _perplexities(read_table(location, label, "evaluations"))
+    assert router.causal_delta_ppl.values[LAYER, EXPERT] == pytest.approx(sw0["sw0"] - sw0["baseline"], rel=1e-5)
+    floored, floor = tmp_path / "floored.zarr", float(router.p_active.values[LAYER, EXPERT]) + 0.01
+    code, _, err = sw_cli(*_args(text_file, planted["mixtral"]), "--perplexity.skip", "true", "--store", str(floored),
+                          "--moe.p_active_floor", str(floor))
+    assert code == 0, err
+    assert not read_table(StoreLocation(str(floored)), label, "router").scored.values[LAYER, EXPERT]
+    weights = read_table(StoreLocation(str(floored)), label, "weights")
+    assert (LAYER, EXPERT) not in set(zip(weights.layer.values.tolist(), weights.expert.values.tolist()))
+
+
 def test_a_rerun_does_nothing_and_changes_no_byte(planted: dict[str, Path], text_file: Path, sw_cli: Runner,
                                                    tmp_path: Path) -> None:
     store = tmp_path / "sw.zarr"
@@ -216,3 +238,15 @@ def test_smollm2_has_its_super_weight_in_layer_11(smollm2_folder: Path, sw_cli: 
     assert weights.output_spike.values[0] > 10_000
     assert (weights.output_spike.values > 50).all() and (weights.input_spike.values > 50).all()
     assert len({(layer, col) for layer, col in zip(weights.layer.values, weights.col.values)}) == weights.sizes["record"]
+
+
+def test_a_calibration_prompt_replaces_the_text(planted: dict[str, Path], text_file: Path, sw_cli: Runner,
+                                                tmp_path: Path) -> None:
+    prompt = "Apple Inc. is a worldwide tech company."
+    store = tmp_path / "prompt.zarr"
+    code, _, err = sw_cli(*_args(text_file, planted["llama"]), "--perplexity.skip", "true", "--store", str(store),
+                          "--detect.prompt", prompt)
+    assert code == 0, err
+    detection = read_table(StoreLocation(str(store)), planted["llama"].name, "detection")
+    assert detection.attrs["calibration_tokens"] == len(prompt.encode())  # the byte tokenizer: one token a byte
+    assert detection.input_token.values.max() < len(prompt.encode())
