@@ -7,7 +7,9 @@ import os
 import shutil
 import urllib.parse
 import uuid
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -224,3 +226,15 @@ def open_existing_group(location: StoreLocation, name: str, mode: str = "r+") ->
             "store.validate_store names what is damaged: restore it from a copy or choose another --store"
         ) from error
     return group if isinstance(group, zarr.Group) else None
+
+
+@contextmanager
+def quiet_top_node(location: StoreLocation, name: str) -> Iterator[zarr.Group | zarr.Array | None]:
+    """The top-level node ``name`` of the store, opened read-only (None when it has none), for validators.
+
+    Zarr's warnings stay silenced until the block ends; a missing or damaged root raises as zarr raises it.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # _leases/ and _staging/ are not Zarr nodes
+        root = zarr.open_group(location.zarr_store(read_only=True), mode="r", use_consolidated=False)
+        yield root.get(name)

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import re
-import warnings
 
 import numpy as np
 import xarray as xr
 import zarr
 
 from store._items import COMPLETE_ATTR, open_item
-from store._location import StoreLocation
+from store._location import StoreLocation, quiet_top_node
 from store._superweights import (
     ABLATION,
     LABEL,
@@ -38,12 +37,9 @@ _ZEROED = re.compile(r"^(\d+(,\d+)*)?$")
 
 def superweight_problems(location: StoreLocation) -> list[str]:
     """Every broken rule of the store's ``superweights`` group ([] when it has none)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # _leases/ and _staging/ are not Zarr nodes
-        root = zarr.open_group(location.zarr_store(read_only=True), mode="r", use_consolidated=False)
-        if SUPERWEIGHTS_GROUP not in root:
+    with quiet_top_node(location, SUPERWEIGHTS_GROUP) as group:
+        if group is None:
             return []
-        group = root[SUPERWEIGHTS_GROUP]
         problems = _format_problems(group)
         for name, node in [] if problems else group.groups():
             if name == SUMMARY_TABLE:
@@ -148,8 +144,10 @@ def _detection_content(dataset: xr.Dataset) -> list[str]:
     expected = (dataset["input_max"] > threshold) & (dataset["output_max"] > threshold)
     if (dataset["passed"] != expected).any():
         problems.append(f"'passed' is not input_max > {threshold} and output_max > {threshold}")
+    # A layer with no eligible projection (every expert under the MoE floor) has NaN maxima and -1 positions.
+    measured = dataset.where(dataset["input_max"].notnull(), drop=False).fillna(0)
     names = ("input_channel", "input_token", "output_channel", "output_token")
-    return problems + _below(dataset, names, 0) + _below(dataset, ("expert",), -1)
+    return problems + _below(measured, names, 0) + _below(dataset, ("expert",), -1)
 
 
 def _weights_content(dataset: xr.Dataset) -> list[str]:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import zarr
 
-from store._location import StoreLocation
+from store._location import StoreLocation, quiet_top_node
 from store._schema import UNIT_COMMITTED, UNIT_EMPTY
 from store._vectors import (
     FEATURE_DIMS,
@@ -26,12 +25,9 @@ _FIXED = {"n_tokens": ("model", "doc"), "unit_state": ("model", "unit"), "doc_id
 
 def vector_problems(location: StoreLocation) -> list[str]:
     """Every broken rule of the store's ``vectors`` group ([] when it has none)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # _leases/ and _staging/ are not Zarr nodes
-        root = zarr.open_group(location.zarr_store(read_only=True), mode="r", use_consolidated=False)
-        if VECTORS_GROUP not in root:
+    with quiet_top_node(location, VECTORS_GROUP) as group:
+        if group is None:
             return []
-        group = root[VECTORS_GROUP]
         problems = _attr_problems(group)
         if problems:
             return problems

@@ -14,8 +14,17 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
-import xarray as xr
 import zarr
+from small_superweights import (
+    ACCURACY,
+    DENSE_PPL,
+    THRESHOLD,
+    detection_table,
+    evaluations_table,
+    model_attributes,
+    router_table,
+    weights_table,
+)
 
 import analysis
 from analysis import plots
@@ -24,90 +33,17 @@ from store import StoreLocation, prepare_superweights, write_summary, write_tabl
 
 matplotlib.use("Agg")
 
-THRESHOLD = 50.0
-DENSE_PPL = {"baseline": 10.0, "sw0": 40.0, "sw1": 12.0, "all": 500.0, "all_restored": 11.0}
 MOE_PPL = {"baseline": 8.0, "sw0": 16.0}
-ACCURACY = {"baseline": 0.5, "sw0": 0.25, "sw1": 0.45, "all": 0.3, "all_restored": 0.48}
-
-
-def _detection(n_layers: int, spikes: tuple[int, ...]) -> xr.Dataset:
-    """Iteration i finds the spike at layer spikes[i]; a last iteration finds nothing."""
-    shape = (len(spikes) + 1, n_layers)
-    input_max = np.arange(1, 1 + np.prod(shape), dtype=np.float32).reshape(shape)
-    output_max = input_max * 2
-    for iteration, layer in enumerate(spikes):
-        input_max[iteration, layer], output_max[iteration, layer] = 100.0 + layer, 1000.0 + layer
-    dims = ("iteration", "layer")
-    return xr.Dataset(
-        {"input_max": (dims, input_max), "input_channel": (dims, np.full(shape, 5, np.int32)),
-         "input_token": (dims, np.full(shape, 1, np.int32)), "output_max": (dims, output_max),
-         "output_channel": (dims, np.full(shape, 9, np.int32)), "output_token": (dims, np.full(shape, 1, np.int32)),
-         "expert": (dims, np.full(shape, -1, np.int32)),
-         "passed": (dims, (input_max > THRESHOLD) & (output_max > THRESHOLD))},
-        coords={"iteration": np.arange(shape[0], dtype=np.int32), "layer": np.arange(n_layers, dtype=np.int32)},
-        attrs={"spike_threshold": THRESHOLD, "max_iterations": 10, "calibration_tokens": 32,
-               "stop_reason": "nothing passed the threshold"})
-
-
-def _weights(layers: tuple[int, ...], expert: int = -1, layout: str = "out_in") -> xr.Dataset:
-    n = len(layers)
-    return xr.Dataset({
-        "tensor": ("record", np.array([f"model.layers.{layer}.mlp.down_proj.weight" for layer in layers], object)),
-        "layer": ("record", np.array(layers, np.int32)), "row": ("record", np.arange(3, 3 + n, dtype=np.int32)),
-        "col": ("record", np.arange(11, 11 + n, dtype=np.int32)), "expert": ("record", np.full(n, expert, np.int32)),
-        "layout": ("record", np.array([layout] * n, object)),
-        "value": ("record", np.array([-1.875, 0.1][:n], np.float32)),
-        "input_spike": ("record", np.array([100.0 + layer for layer in layers], np.float32)),
-        "output_spike": ("record", np.array([1000.0 + layer for layer in layers], np.float32)),
-        "iteration": ("record", np.arange(n, dtype=np.int32)),
-    })
-
-
-def _evaluations(perplexities: dict[str, float], n_weights: int) -> xr.Dataset:
-    rows = []
-    for ablation, perplexity in perplexities.items():
-        zeroed = ("" if ablation == "baseline" else ablation[2:] if ablation.startswith("sw")
-                  else ",".join(map(str, range(n_weights))))
-        rows += [(ablation, zeroed, "perplexity", "wikitext", "perplexity", perplexity, 2048),
-                 (ablation, zeroed, "perplexity", "wikitext", "loss", math.log(perplexity), 2048),
-                 (ablation, zeroed, "accuracy", "hellaswag", "acc", ACCURACY[ablation] - 0.1, 50),
-                 (ablation, zeroed, "accuracy", "hellaswag", "acc_norm", ACCURACY[ablation], 50),
-                 (ablation, zeroed, "accuracy", "gsm8k", "exact_match", ACCURACY[ablation] / 2, 20)]
-    columns = list(zip(*rows))
-    names = ("ablation", "zeroed", "kind", "task", "metric")
-    data = {name: ("record", np.array(column, object)) for name, column in zip(names, columns)}
-    data |= {"value": ("record", np.array(columns[5], np.float64)), "n": ("record", np.array(columns[6], np.int64))}
-    return xr.Dataset(data, attrs={"window_len": 64, "stride": 32, "text": "wikitext", "samples": 5,
-                                   "accuracy_samples": 50, "seed": 0})
-
-
-def _router(n_layers: int, n_experts: int = 4) -> xr.Dataset:
-    p_active = np.linspace(0.0, 0.6, n_layers * n_experts, dtype=np.float32).reshape(n_layers, n_experts)
-    co_spike = np.zeros_like(p_active)
-    co_spike[2, 3], co_spike[4, 1] = 0.8, 0.5
-    dims = ("layer", "expert")
-    return xr.Dataset({"p_active": (dims, p_active), "scored": (dims, p_active >= 0.01), "co_spike": (dims, co_spike),
-                       "co_spiking": (dims, (p_active >= 0.01) & (co_spike >= 0.12)),
-                       "causal_delta_ppl": (dims, np.full(p_active.shape, np.nan, np.float32))},
-                      coords={"layer": np.arange(n_layers, dtype=np.int32), "expert": np.arange(n_experts, dtype=np.int32)},
-                      attrs={"router_samples": 4, "p_active_floor": 0.01, "co_spike_threshold": 0.12,
-                             "causal_scoring": False})
-
-
-def _model_attrs(architecture: str, n_layers: int, is_moe: bool) -> dict[str, object]:
-    return {"model_id": f"tiny/{architecture}", "architecture": architecture, "n_layers": n_layers, "hidden_size": 8,
-            "intermediate_size": 16, "is_moe": is_moe, "n_experts": 4 if is_moe else 0, "dtype": "float32",
-            "device": "cpu", "versions": {"torch": "2"}, "created": "2026-01-01T00:00:00Z",
-            "settings": json.dumps({"detect": {"spike_threshold": THRESHOLD}})}
 
 
 TABLES = {
-    "dense": {"detection": _detection(4, (1, 3)), "weights": _weights((1, 3)),
-              "evaluations": _evaluations(DENSE_PPL, 2)},
-    "moe": {"detection": _detection(6, (2,)), "weights": _weights((2,), expert=3),
-            "evaluations": _evaluations(MOE_PPL, 1), "router": _router(6)},
+    "dense": {"detection": detection_table(4, (1, 3)), "weights": weights_table((1, 3)),
+              "evaluations": evaluations_table(DENSE_PPL, 2)},
+    "moe": {"detection": detection_table(6, (2,)), "weights": weights_table((2,), expert=3),
+            "evaluations": evaluations_table(MOE_PPL, 1), "router": router_table(6)},
 }
-ATTRS = {"dense": _model_attrs("LlamaForCausalLM", 4, False), "moe": _model_attrs("OlmoeForCausalLM", 6, True)}
+ATTRS = {"dense": model_attributes("LlamaForCausalLM", 4, False, n_params=None),
+         "moe": model_attributes("OlmoeForCausalLM", 6, True, n_params=None)}
 
 
 def _write(location: StoreLocation) -> None:
@@ -310,10 +246,10 @@ def test_a_model_without_super_weights_exports_and_plots(tmp_path: Path, capsys:
     """An empty weights table and a baseline-only evaluation (accuracy skipped) are results too."""
     store = tmp_path / "none.zarr"
     location = StoreLocation(str(store))
-    prepare_superweights(location, "calm", _model_attrs("GPT2LMHeadModel", 3, False))
-    write_table(location, "calm", "detection", _detection(3, ()))
-    write_table(location, "calm", "weights", _weights(()))
-    baseline = _evaluations({"baseline": 20.0}, 0)
+    prepare_superweights(location, "calm", model_attributes("GPT2LMHeadModel", 3, False, n_params=None))
+    write_table(location, "calm", "detection", detection_table(3, ()))
+    write_table(location, "calm", "weights", weights_table(()))
+    baseline = evaluations_table({"baseline": 20.0}, 0)
     write_table(location, "calm", "evaluations", baseline.isel(record=baseline["kind"] == "perplexity"))
     write_summary(location)
     code, _, err = _cli(capsys, str(store), "--export", str(tmp_path / "out"), "--plots", str(tmp_path / "figures"))

@@ -5,7 +5,6 @@ Tables follow the item protocol (tests/store/test_items.py): written whole, then
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 
@@ -13,6 +12,14 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
+from small_superweights import (
+    DENSE_PPL,
+    detection_table,
+    evaluations_table,
+    model_attributes,
+    router_table,
+    weights_table,
+)
 
 from store import (
     SUMMARY_TABLE,
@@ -34,92 +41,20 @@ from store import (
     write_table,
 )
 
-THRESHOLD = 50.0
-
-
-def _attrs(architecture: str = "LlamaForCausalLM", n_layers: int = 4, is_moe: bool = False) -> dict[str, object]:
-    return {"model_id": f"tiny/{architecture}", "architecture": architecture, "n_layers": n_layers,
-            "hidden_size": 8, "intermediate_size": 16, "is_moe": is_moe, "n_experts": 4 if is_moe else 0,
-            "dtype": "float32", "device": "cpu", "versions": {"torch": "2"}, "created": "2026-01-01T00:00:00Z",
-            "settings": json.dumps({"detect": {"spike_threshold": THRESHOLD}}), "n_params": np.int64(123)}
-
-
-def _detection(n_layers: int = 4, spikes: tuple[int, ...] = (1, 3)) -> xr.Dataset:
-    """One iteration per spike (that layer passes), then a last one where nothing does."""
-    shape = (len(spikes) + 1, n_layers)
-    input_max, output_max = np.ones(shape, np.float32), np.ones(shape, np.float32)
-    for iteration, layer in enumerate(spikes):
-        input_max[iteration, layer], output_max[iteration, layer] = 80.0 + layer, 300.0 + layer
-    dims = ("iteration", "layer")
-    return xr.Dataset(
-        {"input_max": (dims, input_max), "input_channel": (dims, np.full(shape, 7, np.int32)),
-         "input_token": (dims, np.full(shape, 3, np.int32)), "output_max": (dims, output_max),
-         "output_channel": (dims, np.full(shape, 2, np.int32)), "output_token": (dims, np.full(shape, 3, np.int32)),
-         "expert": (dims, np.full(shape, -1, np.int32)),
-         "passed": (dims, (input_max > THRESHOLD) & (output_max > THRESHOLD))},
-        coords={"iteration": np.arange(shape[0], dtype=np.int32), "layer": np.arange(n_layers, dtype=np.int32)},
-        attrs={"spike_threshold": THRESHOLD, "max_iterations": 10, "calibration_tokens": 64,
-               "stop_reason": "nothing passed the threshold"})
-
-
-def _weights(layers: tuple[int, ...] = (1, 3), layout: str = "out_in", expert: int = -1) -> xr.Dataset:
-    n = len(layers)
-    tensors = np.array([f"model.layers.{layer}.mlp.down_proj.weight" for layer in layers], dtype=object)
-    return xr.Dataset({
-        "tensor": ("record", tensors), "layer": ("record", np.array(layers, np.int32)),
-        "row": ("record", np.arange(2, 2 + n, dtype=np.int32)), "col": ("record", np.full(n, 7, np.int32)),
-        "expert": ("record", np.full(n, expert, np.int32)), "layout": ("record", np.array([layout] * n, dtype=object)),
-        "value": ("record", np.linspace(-2.5, 1.5, n).astype(np.float32)),
-        "input_spike": ("record", np.full(n, 81.0, np.float32)), "output_spike": ("record", np.full(n, 301.0, np.float32)),
-        "iteration": ("record", np.arange(n, dtype=np.int32)),
-    })
-
-
-def _evaluations(perplexities: dict[str, float], n_weights: int) -> xr.Dataset:
-    """Perplexity and loss of each ablation, and one accuracy task."""
-    rows = []
-    for ablation, perplexity in perplexities.items():
-        zeroed = ("" if ablation == "baseline" else ablation[2:] if ablation.startswith("sw")
-                  else ",".join(map(str, range(n_weights))))
-        rows += [(ablation, zeroed, "perplexity", "wikitext", "perplexity", perplexity, 4096),
-                 (ablation, zeroed, "perplexity", "wikitext", "loss", math.log(perplexity), 4096),
-                 (ablation, zeroed, "accuracy", "arc_easy", "acc", 0.5 if ablation == "baseline" else 0.25, 100)]
-    columns = list(zip(*rows)) if rows else [[]] * 7
-    names = ("ablation", "zeroed", "kind", "task", "metric")
-    data = {name: ("record", np.array(column, dtype=object)) for name, column in zip(names, columns)}
-    data |= {"value": ("record", np.array(columns[5], np.float64)), "n": ("record", np.array(columns[6], np.int64))}
-    return xr.Dataset(data, attrs={"window_len": 128, "stride": 64, "text": "wikitext", "samples": 10,
-                                   "accuracy_samples": 100, "seed": 0})
-
-
-def _router(n_layers: int = 4, n_experts: int = 4) -> xr.Dataset:
-    p_active = np.linspace(0.0, 0.5, n_layers * n_experts, dtype=np.float32).reshape(n_layers, n_experts)
-    co_spike = np.zeros_like(p_active)
-    co_spike[1, 2] = 0.9
-    dims = ("layer", "expert")
-    return xr.Dataset({"p_active": (dims, p_active), "scored": (dims, p_active >= 0.01), "co_spike": (dims, co_spike),
-                       "co_spiking": (dims, (p_active >= 0.01) & (co_spike >= 0.12)),
-                       "causal_delta_ppl": (dims, np.full(p_active.shape, np.nan, np.float32))},
-                      attrs={"router_samples": 10, "p_active_floor": 0.01, "co_spike_threshold": 0.12,
-                             "causal_scoring": False})
-
-
-DENSE_PPL = {"baseline": 10.0, "sw0": 40.0, "sw1": 12.0, "all": 500.0, "all_restored": 11.0}
-
 
 def _dense_model(location: StoreLocation, label: str = "dense") -> None:
-    prepare_superweights(location, label, _attrs())
-    write_table(location, label, "detection", _detection())
-    write_table(location, label, "weights", _weights())
-    write_table(location, label, "evaluations", _evaluations(DENSE_PPL, 2))
+    prepare_superweights(location, label, model_attributes())
+    write_table(location, label, "detection", detection_table())
+    write_table(location, label, "weights", weights_table())
+    write_table(location, label, "evaluations", evaluations_table(DENSE_PPL, 2))
 
 
 def _moe_model(location: StoreLocation, label: str = "moe") -> None:
-    prepare_superweights(location, label, _attrs("OlmoeForCausalLM", 6, is_moe=True))
-    write_table(location, label, "detection", _detection(6, (2,)))
-    write_table(location, label, "weights", _weights((2,), expert=3))
-    write_table(location, label, "evaluations", _evaluations({"baseline": 8.0, "sw0": 16.0}, 1))
-    write_table(location, label, "router", _router(6))
+    prepare_superweights(location, label, model_attributes("OlmoeForCausalLM", 6, is_moe=True))
+    write_table(location, label, "detection", detection_table(6, (2,)))
+    write_table(location, label, "weights", weights_table((2,), expert=3))
+    write_table(location, label, "evaluations", evaluations_table({"baseline": 8.0, "sw0": 16.0}, 1))
+    write_table(location, label, "router", router_table(6))
 
 
 def _validate(location: StoreLocation) -> None:
@@ -129,8 +64,8 @@ def _validate(location: StoreLocation) -> None:
 
 def test_every_table_round_trips_with_its_dtypes(location: StoreLocation) -> None:
     _moe_model(location)
-    expected = {"detection": _detection(6, (2,)), "weights": _weights((2,), expert=3),
-                "evaluations": _evaluations({"baseline": 8.0, "sw0": 16.0}, 1), "router": _router(6)}
+    expected = {"detection": detection_table(6, (2,)), "weights": weights_table((2,), expert=3),
+                "evaluations": evaluations_table({"baseline": 8.0, "sw0": 16.0}, 1), "router": router_table(6)}
     assert complete_tables(location, "moe") == set(expected)
     for table, written in expected.items():
         stored = read_table(location, "moe", table)
@@ -145,10 +80,10 @@ def test_every_table_round_trips_with_its_dtypes(location: StoreLocation) -> Non
 
 
 def test_an_empty_weights_table_round_trips(location: StoreLocation) -> None:
-    prepare_superweights(location, "plain", _attrs())
-    write_table(location, "plain", "detection", _detection(spikes=()))
-    write_table(location, "plain", "weights", _weights(()))
-    write_table(location, "plain", "evaluations", _evaluations({"baseline": 9.0}, 0))
+    prepare_superweights(location, "plain", model_attributes())
+    write_table(location, "plain", "detection", detection_table(spikes=()))
+    write_table(location, "plain", "weights", weights_table(()))
+    write_table(location, "plain", "evaluations", evaluations_table({"baseline": 9.0}, 0))
     weights = read_table(location, "plain", "weights")
     assert weights.sizes == {"record": 0}
     assert weights["tensor"].dtype == object and weights["layer"].dtype == np.int32  # text stays text when empty
@@ -196,17 +131,17 @@ def test_two_models_summary_and_removing_one_keeps_the_other(location: StoreLoca
 
 
 def test_write_table_refuses_what_breaks_the_schema(location: StoreLocation) -> None:
-    prepare_superweights(location, "m", _attrs())
+    prepare_superweights(location, "m", model_attributes())
     with pytest.raises(ContractError, match="unknown superweights table 'weight'"):
-        write_table(location, "m", "weight", _weights())
+        write_table(location, "m", "weight", weights_table())
     with pytest.raises(ContractError, match="variable 'value' is missing"):
-        write_table(location, "m", "weights", _weights().drop_vars("value"))
+        write_table(location, "m", "weights", weights_table().drop_vars("value"))
     with pytest.raises(ContractError, match="'layout' holds 'row_col'"):
-        write_table(location, "m", "weights", _weights(layout="row_col"))
+        write_table(location, "m", "weights", weights_table(layout="row_col"))
     with pytest.raises(ContractError, match="'layer' has dtype int64"):
-        write_table(location, "m", "weights", _weights().assign(layer=("record", np.array([1, 3]))))
+        write_table(location, "m", "weights", weights_table().assign(layer=("record", np.array([1, 3]))))
     with pytest.raises(ConfigError, match="'../m'"):
-        prepare_superweights(location, "../m", _attrs())
+        prepare_superweights(location, "../m", model_attributes())
     assert complete_tables(location, "m") == set()  # nothing was written
 
 
@@ -242,7 +177,7 @@ def test_the_validator_names_a_broken_table(location: StoreLocation, path: str,
 
 def test_the_validator_names_the_group_format_and_a_router_of_a_dense_model(location: StoreLocation) -> None:
     _dense_model(location)
-    write_table(location, "dense", "router", _router())
+    write_table(location, "dense", "router", router_table(4, co_spikes={(1, 2): 0.9}))
     consolidate(location)
     with pytest.raises(ContractError, match="a router table, but the model's is_moe is False"):
         validate_store(location)
