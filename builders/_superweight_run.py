@@ -18,7 +18,6 @@ from torch import nn
 
 from builders import _models as models
 from builders._ablations import (
-    Ablation,
     Evaluation,
     PerplexityRun,
     ablations,
@@ -80,11 +79,16 @@ def stored_weights(run: ModelRun, table: xr.Dataset) -> list[SuperWeight]:
     by_tensor = {(projection.layer, projection.tensor): projection for layer in run.layers for projection in layer}
     weights = []
     for record in table.record.values:
-        row = {name: table[name].values[record].item() for name in table.data_vars}
+        row = {name: plain(table[name].values[record]) for name in table.data_vars}
         weights.append(SuperWeight(row["layer"], row["row"], row["col"], row["expert"], row["tensor"], row["layout"],
                                    row["value"], row["input_spike"], row["output_spike"], row["iteration"],
                                    by_tensor[(row["layer"], row["tensor"])]))
     return weights
+
+
+def plain(value: Any) -> Any:
+    """A table cell as a Python value (NumPy scalars have .item(); text cells are str already)."""
+    return value.item() if hasattr(value, "item") else value
 
 
 def run_evaluations(run: ModelRun, config: SuperweightsConfig, weights: list[SuperWeight],
@@ -138,7 +142,3 @@ def evaluation_attrs(config: SuperweightsConfig) -> dict[str, Any]:
 
 def baseline_perplexity(rows: list[Evaluation]) -> float:
     return perplexity_of(rows, "baseline")
-
-
-__all__ = ["Ablation", "ModelRun", "baseline_perplexity", "causal_scores", "evaluation_attrs", "run_detection",
-           "run_evaluations", "run_router", "stored_weights"]

@@ -17,19 +17,24 @@ from typing import Any
 
 import numpy as np
 import torch
+import xarray as xr
 
 from builders import _models as models
+from builders._ablations import Evaluation
 from builders._accuracy import TaskSpec, check_tasks_loadable, evaluate_tasks, resolve_tasks
 from builders._cli import run_cli
 from builders._config import ModelConfig
+from builders._detect import Detection, SuperWeight
 from builders._down_proj import down_projections
 from builders._provenance import now, versions
 from builders._superweight_configs import SuperweightsConfig
 from builders._superweight_run import (
+    Log,
     ModelRun,
     baseline_perplexity,
     causal_scores,
     evaluation_attrs,
+    plain,
     run_detection,
     run_evaluations,
     run_router,
@@ -191,7 +196,7 @@ def _records(config: SuperweightsConfig, location: StoreLocation, tasks: list[Ta
 
 
 def _evaluations(config: SuperweightsConfig, location: StoreLocation, tasks: list[TaskSpec], model: _Model,
-                 run: ModelRun, weights: list, done: set[str], log: Any) -> list:
+                 run: ModelRun, weights: list[SuperWeight], done: set[str], log: Log) -> list[Evaluation]:
     if "evaluations" in done:
         table = read_table(location, model.label, "evaluations")
         return _rows_of(table)
@@ -206,11 +211,9 @@ def _evaluations(config: SuperweightsConfig, location: StoreLocation, tasks: lis
     return rows
 
 
-def _rows_of(table: Any) -> list:
-    from builders._ablations import Evaluation
-
+def _rows_of(table: xr.Dataset) -> list[Evaluation]:
     names = ("ablation", "zeroed", "kind", "task", "metric", "value", "n")
-    return [Evaluation(*(table[name].values[index].item() for name in names)) for index in range(table.sizes["record"])]
+    return [Evaluation(*(plain(table[name].values[index]) for name in names)) for index in range(table.sizes["record"])]
 
 
 def _model_attrs(config: SuperweightsConfig, model: _Model, run: ModelRun) -> dict[str, Any]:
@@ -237,18 +240,18 @@ def _router_attrs(config: SuperweightsConfig) -> dict[str, Any]:
             "co_spike_threshold": config.moe.co_spike_threshold, "causal_scoring": config.moe.causal_scoring}
 
 
-def _logger(config: SuperweightsConfig) -> Any:
+def _logger(config: SuperweightsConfig) -> Log:
     return (lambda line: print(line)) if config.verbose else (lambda line: None)
 
 
-def _log_detection(log: Any, detection: Any) -> None:
+def _log_detection(log: Log, detection: Detection) -> None:
     for iteration, table in enumerate(detection.iterations):
         passing = [f"L{layer} in {table[layer, 0]:.1f} out {table[layer, 3]:.1f}" for layer in np.flatnonzero(table[:, 7] == 1)]
         log(f"  iteration {iteration}: passed {', '.join(passing) or 'none'}")
     log(f"  stopped: {detection.stop_reason}")
 
 
-def _model_summary(label: str, weights: list, evaluations: list) -> str:
+def _model_summary(label: str, weights: list[SuperWeight], evaluations: list[Evaluation]) -> str:
     found = ", ".join(f"L{w.layer} W[{w.row},{w.col}]" + (f" expert {w.expert}" if w.expert >= 0 else "") for w in weights)
     perplexities = {row.ablation: row.value for row in evaluations if row.metric == "perplexity"}
     shown = ", ".join(f"{name} {value:.4g}" for name, value in perplexities.items())

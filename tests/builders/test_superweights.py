@@ -15,7 +15,7 @@ from small_stores import tree_digest
 from builders import superweights
 from builders._cli import parse_config
 from builders._superweight_configs import SuperweightsConfig
-from store import StoreLocation, read_table, validate_store
+from store import StoreLocation, complete_tables, read_table, validate_store
 from tests.tiny_models import FAMILIES, plant_super_weight, save_model
 
 Runner = Callable[..., tuple[int, str, str]]
@@ -250,3 +250,30 @@ def test_a_calibration_prompt_replaces_the_text(planted: dict[str, Path], text_f
     detection = read_table(StoreLocation(str(store)), planted["llama"].name, "detection")
     assert detection.attrs["calibration_tokens"] == len(prompt.encode())  # the byte tokenizer: one token a byte
     assert detection.input_token.values.max() < len(prompt.encode())
+
+
+@pytest.mark.parametrize(("family", "crash_at"), [("llama", "evaluations"), ("mixtral", "router")])
+def test_a_crash_keeps_the_committed_tables_and_the_rerun_finishes(
+        family: str, crash_at: str, planted: dict[str, Path], text_file: Path, sw_cli: Runner, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    store = tmp_path / "sw.zarr"
+    args = [*_args(text_file, planted[family]), "--store", str(store)]
+    real_write = superweights.write_table
+
+    def crash(location: StoreLocation, label: str, table: str, dataset: xr.Dataset) -> None:
+        if table == crash_at:
+            raise KeyboardInterrupt  # as a kill would, after the tables before it were committed
+        real_write(location, label, table, dataset)
+
+    monkeypatch.setattr(superweights, "write_table", crash)
+    assert sw_cli(*args)[0] == 130
+    location, label = StoreLocation(str(store)), planted[family].name
+    committed = {"detection", "weights"} | ({"evaluations"} if crash_at == "router" else set())
+    assert complete_tables(location, label) == committed
+    monkeypatch.setattr(superweights, "write_table", real_write)
+    monkeypatch.setattr(superweights, "run_detection", lambda *a: pytest.fail("detection ran again"))
+    code, _, err = sw_cli(*args)
+    assert code == 0, err
+    assert complete_tables(location, label) == committed | {"evaluations", crash_at}
+    assert set(_perplexities(read_table(location, label, "evaluations"))) == {"baseline", "sw0", "sw0_restored"}
+    validate_store(location)
