@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -131,14 +132,15 @@ def accuracies(evaluations: xr.Dataset) -> pd.DataFrame:
 
 
 def _json_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """Rows as JSON values: NaN as null, NumPy numbers as Python ones (floats exact, unlike to_json's
-    fixed decimal places)."""
-    return frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+    """Rows as JSON values: NaN and infinities as null, NumPy numbers as Python ones (floats exact, unlike
+    to_json's fixed decimal places)."""
+    finite = frame.replace([math.inf, -math.inf], math.nan)  # JSON has neither NaN nor infinity
+    return finite.astype(object).where(finite.notna(), None).to_dict(orient="records")
 
 
 def _number(value: Any) -> float | None:
-    """A float, or None for a missing or NaN value (JSON has no NaN)."""
-    return None if value is None or pd.isna(value) else float(value)
+    """A float, or None for a missing, NaN or infinite value (JSON has none of them)."""
+    return None if value is None or pd.isna(value) or not math.isfinite(float(value)) else float(value)
 
 
 def _write_json(path: Path, document: Any) -> Path:

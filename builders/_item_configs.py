@@ -16,7 +16,7 @@ from store.errors import ConfigError
 @dataclass
 class CaptureModelConfig:
     name: list[str] = field(default_factory=lambda: [EMBEDDED_SMOLLM2])
-    """Models to capture (comma-separated or the flag repeated): hub ids, local folders, .gguf files or embedded:smollm2-135m-instruct."""
+    """Models to run, one after another (comma-separated or the flag repeated): hub ids, local folders, .gguf files or embedded:smollm2-135m-instruct."""
 
     label: list[str] = field(default_factory=list)
     """Labels in the store, one per name in the same order (default: derived from each name)."""

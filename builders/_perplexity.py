@@ -61,14 +61,16 @@ def sliding_windows(n_tokens: int, window_len: int, stride: int) -> list[Window]
     windows, scored_to = [], 1
     for start in range(0, n_tokens, stride):
         end = min(start + window_len, n_tokens)
-        windows.append(Window(start, end, max(scored_to, start + 1)))
+        window = Window(start, end, max(scored_to, start + 1))
+        if window.end > window.score_from:  # a last window of one token (stride == window_len) scores nothing
+            windows.append(window)
         scored_to = end
         if end == n_tokens:
             break
     return windows
 
 
-def _batches(windows: list[Window], batch_size: int) -> list[list[Window]]:
+def window_batches(windows: list[Window], batch_size: int) -> list[list[Window]]:
     """Consecutive windows of the same shape, ``batch_size`` at most per batch (no padding)."""
     batches = []
     for _, same in groupby(windows, key=lambda window: window.shape):
@@ -82,7 +84,7 @@ def _batch_nll(model: nn.Module, token_ids: torch.Tensor, batch: list[Window]) -
     rows = torch.stack([token_ids[window.start:window.end] for window in batch])
     n_scored = batch[0].shape[1]
     logits = model(input_ids=rows, use_cache=False, logits_to_keep=n_scored + 1).logits[:, :-1]
-    targets = rows[:, -n_scored:]
+    targets = rows[:, rows.shape[1] - n_scored:]
     return functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
                                     reduction="sum").double()
 
@@ -93,7 +95,7 @@ def perplexity(model: nn.Module, token_ids: np.ndarray, windows: list[Window], b
     device = model.get_input_embeddings().weight.device
     tokens = torch.as_tensor(token_ids, dtype=torch.long, device=device)
     total = torch.zeros((), dtype=torch.float64, device=device)
-    batches = _batches(windows, batch_size)
+    batches = window_batches(windows, batch_size)
     with torch.inference_mode():
         for index, batch in enumerate(tqdm(batches, desc=desc, unit="batch", disable=not progress)):
             if replay is not None:
@@ -101,7 +103,7 @@ def perplexity(model: nn.Module, token_ids: np.ndarray, windows: list[Window], b
             total += _batch_nll(model, tokens, batch)
     n_scored = sum(window.shape[1] for window in windows)
     loss = float(total) / n_scored
-    return Perplexity(loss, math.exp(loss) if loss < 700 else math.inf, n_scored)
+    return Perplexity(loss, math.exp(min(loss, 700.0)) if math.isfinite(loss) else loss, n_scored)  # NaN stays NaN
 
 
 @dataclass

@@ -66,10 +66,14 @@ def _expert_bias(module: nn.Module, name: str, expert: int) -> torch.Tensor | No
 
 
 def expert_activations(module: nn.Module, hidden: torch.Tensor, expert: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A fused experts module's intermediate activation and down-projection output for ``hidden`` rows of ``expert``."""
-    transposed = bool(getattr(module, "is_transposed", False))
-    gate_up = _linear(hidden, module.gate_up_proj[expert], _expert_bias(module, "gate_up_proj", expert), transposed)
-    intermediate = module._apply_gate(gate_up) if getattr(module, "has_gate", True) else module.act_fn(gate_up)
+    """A fused experts module's intermediate activation and down-projection output for ``hidden`` rows of ``expert``.
+
+    The down projection's own output, before any post-expert norm and the routing weight.
+    """
+    transposed, gated = bool(getattr(module, "is_transposed", False)), bool(getattr(module, "has_gate", True))
+    up_name = "gate_up_proj" if gated else "up_proj"  # experts without a gate have an up projection only
+    gate_up = _linear(hidden, getattr(module, up_name)[expert], _expert_bias(module, up_name, expert), transposed)
+    intermediate = module._apply_gate(gate_up) if gated else module.act_fn(gate_up)
     output = _linear(intermediate, module.down_proj[expert], _expert_bias(module, "down_proj", expert), transposed)
     return intermediate, output
 

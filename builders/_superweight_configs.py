@@ -47,7 +47,7 @@ class DetectConfig:
     """Tokens of calibration text from --data: the first ones of the source, packed into rows of detect.seq_len (unless --detect.prompt)."""
 
     seq_len: int = 256
-    """Tokens per calibration row (and per router-analysis text); each row starts at a document's start."""
+    """Tokens per calibration row (documents packed back to back, joined with EOS) and at most per router-analysis text."""
 
     prompt: str = ""
     """A calibration prompt instead of --data, one row (e.g. the paper's 'Apple Inc. is a worldwide tech company.'); empty: --data."""
@@ -86,6 +86,9 @@ class PerplexityConfig:
     def __post_init__(self) -> None:
         for name in ("samples", "max_tokens", "window_len", "stride", "batch_size"):
             _positive(f"perplexity.{name}", getattr(self, name))
+        if self.window_len < 2:
+            raise ConfigError(f"perplexity.window_len must be at least 2 (one token of context, one scored), "
+                              f"got {self.window_len!r}; pass e.g. --perplexity.window_len 1024")
         if self.stride > self.window_len:
             raise ConfigError(f"perplexity.stride ({self.stride}) is longer than perplexity.window_len "
                               f"({self.window_len}), so tokens would go unscored; lower --perplexity.stride")
@@ -175,7 +178,7 @@ class SuperweightsConfig:
     """Print every detection iteration's per-layer maxima and each evaluation as it finishes."""
 
     quiet: bool = False
-    """Print only errors and one line per model; no progress bars."""
+    """Print only errors and one line per model (its super weights and perplexities); no progress bars."""
 
     def __post_init__(self) -> None:
         check_store(self.store)

@@ -29,6 +29,7 @@ from builders._down_proj import DownProjection, zeroed
 from builders._perplexity import perplexity, sliding_windows
 from builders._router import RouterAnalysis, analyse_router, expert_projections
 from builders._superweight_configs import SuperweightsConfig
+from builders._superweight_tables import cell_value
 from builders._text import describe
 
 Log = Callable[[str], None]
@@ -79,16 +80,11 @@ def stored_weights(run: ModelRun, table: xr.Dataset) -> list[SuperWeight]:
     by_tensor = {(projection.layer, projection.tensor): projection for layer in run.layers for projection in layer}
     weights = []
     for record in table.record.values:
-        row = {name: plain(table[name].values[record]) for name in table.data_vars}
+        row = {name: cell_value(table[name].values[record]) for name in table.data_vars}
         weights.append(SuperWeight(row["layer"], row["row"], row["col"], row["expert"], row["tensor"], row["layout"],
                                    row["value"], row["input_spike"], row["output_spike"], row["iteration"],
                                    by_tensor[(row["layer"], row["tensor"])]))
     return weights
-
-
-def plain(value: Any) -> Any:
-    """A table cell as a Python value (NumPy scalars have .item(); text cells are str already)."""
-    return value.item() if hasattr(value, "item") else value
 
 
 def run_evaluations(run: ModelRun, config: SuperweightsConfig, weights: list[SuperWeight],
@@ -125,6 +121,8 @@ def causal_scores(run: ModelRun, config: SuperweightsConfig, router: RouterAnaly
     windows = sliding_windows(len(run.perplexity_ids), config.perplexity.window_len, config.perplexity.stride)
     fused = {projection.layer: projection for projection in expert_projections(run.layers)}
     for layer, expert in zip(*np.nonzero(router.co_spiking)):
+        if (int(layer), int(expert)) not in router.candidates:
+            continue  # never routed over the router texts (possible with a floor and threshold of 0): no candidate
         row, col = router.candidates[(int(layer), int(expert))]
         projection = fused[int(layer)]
         with zeroed([(projection, projection.element(row, col, int(expert)))]):

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import xarray as xr
 
 from builders._ablations import Evaluation
 from builders._detect import LAYER_COLUMNS, Detection, SuperWeight
+from builders._down_proj import DownProjection
 from builders._router import RouterAnalysis
+from builders._superweight_configs import SuperweightsConfig
 
 _INT_COLUMNS = ("input_channel", "input_token", "output_channel", "output_token", "expert")
 
@@ -61,3 +65,45 @@ def router_table(router: RouterAnalysis, attrs: dict[str, object]) -> xr.Dataset
          "causal_delta_ppl": (dims, router.causal_delta_ppl.astype(np.float32))},
         coords={"layer": np.arange(n_layers, dtype=np.int32), "expert": np.arange(n_experts, dtype=np.int32)},
         attrs=attrs)
+
+
+def evaluation_rows(table: xr.Dataset) -> list[Evaluation]:
+    """The evaluations table read back as rows (for a resumed build)."""
+    names = ("ablation", "zeroed", "kind", "task", "metric", "value", "n")
+    return [Evaluation(*(cell_value(table[name].values[index]) for name in names)) for index in range(table.sizes["record"])]
+
+
+def cell_value(value: Any) -> Any:
+    """A table cell as a Python value (NumPy scalars have .item(); text cells are str already)."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def intermediate_size(layers: list[list[DownProjection]]) -> int:
+    """The input width of the first expert's down projection, else of the first dense one."""
+    projections = [projection for layer in layers for projection in layer]
+    projection = next((p for p in projections if p.kind == "experts"), projections[0])
+    return int(projection.parameter.shape[-2 if projection.layout == "in_out" else -1])
+
+
+def router_attrs(config: SuperweightsConfig) -> dict[str, Any]:
+    return {"router_samples": config.moe.router_samples, "p_active_floor": config.moe.p_active_floor,
+            "co_spike_threshold": config.moe.co_spike_threshold, "causal_scoring": config.moe.causal_scoring}
+
+
+def detection_lines(detection: Detection) -> list[str]:
+    """One line per iteration naming the passing layers and their spikes (for --verbose)."""
+    in_max, out_max, passed = (LAYER_COLUMNS.index(name) for name in ("input_max", "output_max", "passed"))
+    lines = []
+    for iteration, table in enumerate(detection.iterations):
+        passing = [f"L{layer} in {table[layer, in_max]:.1f} out {table[layer, out_max]:.1f}"
+                   for layer in np.flatnonzero(table[:, passed] == 1)]
+        lines.append(f"  iteration {iteration}: passed {', '.join(passing) or 'none'}")
+    return [*lines, f"  stopped: {detection.stop_reason}"]
+
+
+def model_summary(label: str, weights: list[SuperWeight], evaluations: list[Evaluation]) -> str:
+    """The line printed when a model is done: its weights and its perplexities."""
+    found = ", ".join(f"L{w.layer} W[{w.row},{w.col}]" + (f" expert {w.expert}" if w.expert >= 0 else "") for w in weights)
+    perplexities = {row.ablation: row.value for row in evaluations if row.metric == "perplexity"}
+    shown = ", ".join(f"{name} {value:.4g}" for name, value in perplexities.items())
+    return f"Model {label!r}: {len(weights)} super weight(s) {found}" + (f"; perplexity {shown}" if shown else "")

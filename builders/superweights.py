@@ -17,14 +17,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import xarray as xr
 
 from builders import _models as models
 from builders._ablations import Evaluation
 from builders._accuracy import TaskSpec, check_tasks_loadable, evaluate_tasks, resolve_tasks
 from builders._cli import run_cli
 from builders._config import ModelConfig
-from builders._detect import Detection, SuperWeight
+from builders._detect import SuperWeight
 from builders._down_proj import down_projections
 from builders._provenance import now, versions
 from builders._superweight_configs import SuperweightsConfig
@@ -34,19 +33,29 @@ from builders._superweight_run import (
     baseline_perplexity,
     causal_scores,
     evaluation_attrs,
-    plain,
     run_detection,
     run_evaluations,
     run_router,
     stored_weights,
 )
-from builders._superweight_tables import detection_table, evaluations_table, router_table, weights_table
+from builders._superweight_tables import (
+    detection_lines,
+    detection_table,
+    evaluation_rows,
+    evaluations_table,
+    intermediate_size,
+    model_summary,
+    router_attrs,
+    router_table,
+    weights_table,
+)
 from builders._superweight_text import calibration_rows, perplexity_tokens, router_texts
-from builders.errors import DataError, ModelError
+from builders.errors import DataError
 from store import (
     SUPERWEIGHTS_GROUP,
     Lease,
     StoreLocation,
+    StoreLocationError,
     StoreMismatchError,
     check_ours_or_empty,
     complete_tables,
@@ -62,6 +71,7 @@ from store import (
     write_summary,
     write_table,
 )
+from store.errors import first_line
 
 DESCRIPTION = __doc__.split("\n\n")[0] if __doc__ else ""
 _REQUIRED = {"detection", "weights", "evaluations"}
@@ -106,16 +116,16 @@ def _check_model(config: SuperweightsConfig, location: StoreLocation, model_conf
         models.check_sequence_length(hf_config, config.perplexity.window_len, "perplexity.window_len")
     models.check_sequence_length(hf_config, config.detect.seq_len, "detect.seq_len")
     if not config.overwrite:
-        _check_settings(location, source.label, config)
+        _check_settings(location, source.label, model_settings(config, source, model_config))
     tokenizer = models.load_tokenizer(source, model_config)
     ppl_ids = None if config.perplexity.skip else perplexity_tokens(config, tokenizer)
     return _Model(model_config, source, hf_config, models.num_layers(hf_config), tokenizer,
                   calibration_rows(config, tokenizer), ppl_ids, router_texts(config, tokenizer))
 
 
-def _check_settings(location: StoreLocation, label: str, config: SuperweightsConfig) -> None:
+def _check_settings(location: StoreLocation, label: str, settings: dict[str, Any]) -> None:
     stored = _stored_attrs(location, label).get("settings")
-    if stored is not None and json.loads(stored) != json.loads(json.dumps(config.settings())):
+    if stored is not None and json.loads(stored) != json.loads(json.dumps(settings)):
         raise StoreMismatchError(
             f"model {label!r} in store {location.display()!r} has super-weight records made with other settings "
             f"({stored[:200]}); rerun with those, choose another --store, or pass --overwrite to redo this model")
@@ -129,21 +139,30 @@ def _stored_attrs(location: StoreLocation, label: str) -> dict[str, Any]:
 def run(config: SuperweightsConfig) -> int:
     location, tasks, checked = _check(config)
     models.quiet_loading(config.progress)
-    failures, written = [], False
+    failures = []
     for model in checked:
         try:
-            written = _analyse_model(config, location, tasks, model) or written
-        except (ModelError, torch.OutOfMemoryError, MemoryError) as error:
-            failures.append(f"model {model.label!r} failed: {str(error).splitlines()[0]}")
+            written = _analyse_model(config, location, tasks, model)
+        except StoreLocationError:
+            raise  # the store, not the model: the next model would fail the same way
+        except Exception as error:  # noqa: BLE001 - out of memory, an unknown layout...: report, go on
+            failures.append(f"model {model.label!r} failed: {first_line(error)}")
             print(f"error: {failures[-1]}; the other models go on", file=sys.stderr)
+            written = model.label in superweight_labels(location)  # it may have committed some tables
         finally:
             _release_memory()
-    if written:  # a run with nothing to do changes no byte
-        with reporting_write_faults(location), structure_lease(location, "write the super-weight summary"):
-            write_summary(location)
-            consolidate(location)
-    print(f"Store: {location.display()} (group 'superweights'). Read it: python -m analysis.superweights {config.store}")
+        if written:  # after each model, so that a later failure or kill keeps a valid store
+            _finish(location)
+    if not config.quiet:
+        print(f"Store: {location.display()} (group 'superweights'). Read it: python -m analysis.superweights {config.store}")
     return 1 if failures else 0
+
+
+def _finish(location: StoreLocation) -> None:
+    """The cross-model summary rewritten and the metadata consolidated."""
+    with reporting_write_faults(location), structure_lease(location, "write the super-weight summary"):
+        write_summary(location)
+        consolidate(location)
 
 
 def _release_memory() -> None:
@@ -161,10 +180,11 @@ def _analyse_model(config: SuperweightsConfig, location: StoreLocation, tasks: l
     loaded = models.load_model(model.source, model.config)
     try:
         layers = down_projections(loaded, model.n_layers)
-        run = ModelRun(loaded, model.tokenizer, layers, model.calibration, model.perplexity_ids, model.router_texts)
+        model_run = ModelRun(loaded, model.tokenizer, layers, model.calibration, model.perplexity_ids,
+                             model.router_texts)
         lease = Lease(location, slot_key(SUPERWEIGHTS_GROUP, model.label), f"find super weights of {model.label!r}")
         with reporting_write_faults(location), lease.acquire(interrupt=True):
-            _records(config, location, tasks, model, run)
+            _records(config, location, tasks, model, model_run)
         return True
     finally:
         del loaded
@@ -172,7 +192,8 @@ def _analyse_model(config: SuperweightsConfig, location: StoreLocation, tasks: l
 
 def _records(config: SuperweightsConfig, location: StoreLocation, tasks: list[TaskSpec], model: _Model,
              run: ModelRun) -> None:
-    label, log = model.label, _logger(config)
+    label = model.label
+    log: Log = print if config.verbose else (lambda line: None)
     if config.overwrite:
         remove_superweights_model(location, label)
     prepare_superweights(location, label, _model_attrs(config, model, run))
@@ -186,20 +207,21 @@ def _records(config: SuperweightsConfig, location: StoreLocation, tasks: list[Ta
         write_table(location, label, "detection", detection_table(
             detection, config.detect.spike_threshold, config.detect.max_iterations, sum(map(len, run.calibration))))
         write_table(location, label, "weights", weights_table(weights))
-        _log_detection(log, detection)
+        for line in detection_lines(detection):
+            log(line)
     evaluations = _evaluations(config, location, tasks, model, run, weights, done, log)
     if router is not None:
         if config.moe.causal_scoring:
             causal_scores(run, config, router, baseline_perplexity(evaluations))
-        write_table(location, label, "router", router_table(router, _router_attrs(config)))
-    print(_model_summary(label, weights, evaluations))
+        write_table(location, label, "router", router_table(router, router_attrs(config)))
+    print(model_summary(label, weights, evaluations))
 
 
 def _evaluations(config: SuperweightsConfig, location: StoreLocation, tasks: list[TaskSpec], model: _Model,
                  run: ModelRun, weights: list[SuperWeight], done: set[str], log: Log) -> list[Evaluation]:
     if "evaluations" in done:
         table = read_table(location, model.label, "evaluations")
-        return _rows_of(table)
+        return evaluation_rows(table)
     accuracy = None
     if tasks:
         def accuracy() -> list[tuple[str, str, float, int]]:
@@ -211,51 +233,25 @@ def _evaluations(config: SuperweightsConfig, location: StoreLocation, tasks: lis
     return rows
 
 
-def _rows_of(table: xr.Dataset) -> list[Evaluation]:
-    names = ("ablation", "zeroed", "kind", "task", "metric", "value", "n")
-    return [Evaluation(*(plain(table[name].values[index]) for name in names)) for index in range(table.sizes["record"])]
-
-
-def _model_attrs(config: SuperweightsConfig, model: _Model, run: ModelRun) -> dict[str, Any]:
-    fused = [projection for layer in run.layers for projection in layer if projection.kind == "experts"]
+def _model_attrs(config: SuperweightsConfig, model: _Model, model_run: ModelRun) -> dict[str, Any]:
+    fused = [projection for layer in model_run.layers for projection in layer if projection.kind == "experts"]
     return {
         "model_id": model.source.model_id, "revision": model.source.revision, "file_sha256": model.source.file_sha256,
-        "architecture": type(run.model).__name__, "n_layers": model.n_layers,
-        "hidden_size": models.hidden_size(model.model_config), "intermediate_size": _intermediate_size(run),
-        "is_moe": bool(fused),
-        "n_experts": max((projection.n_experts for projection in fused), default=0),
-        "dtype": str(next(run.model.parameters()).dtype).removeprefix("torch."), "device": str(run.device),
-        "settings": json.dumps(config.settings(), sort_keys=True), "created": now(), "versions": versions(),
+        "architecture": type(model_run.model).__name__, "n_layers": model.n_layers,
+        "hidden_size": models.hidden_size(model.model_config), "intermediate_size": intermediate_size(model_run.layers),
+        "is_moe": bool(fused), "n_experts": max((projection.n_experts for projection in fused), default=0),
+        "dtype": str(next(model_run.model.parameters()).dtype).removeprefix("torch."), "device": str(model_run.device),
+        "settings": json.dumps(model_settings(config, model.source, model.config), sort_keys=True),
+        "created": now(), "versions": versions(),
     }
 
 
-def _intermediate_size(run: ModelRun) -> int:
-    """The first down projection's input width (for MoE: an expert's)."""
-    projection = run.layers[0][0]
-    return int(projection.parameter.shape[-2 if projection.layout == "in_out" else -1])
-
-
-def _router_attrs(config: SuperweightsConfig) -> dict[str, Any]:
-    return {"router_samples": config.moe.router_samples, "p_active_floor": config.moe.p_active_floor,
-            "co_spike_threshold": config.moe.co_spike_threshold, "causal_scoring": config.moe.causal_scoring}
-
-
-def _logger(config: SuperweightsConfig) -> Log:
-    return (lambda line: print(line)) if config.verbose else (lambda line: None)
-
-
-def _log_detection(log: Log, detection: Detection) -> None:
-    for iteration, table in enumerate(detection.iterations):
-        passing = [f"L{layer} in {table[layer, 0]:.1f} out {table[layer, 3]:.1f}" for layer in np.flatnonzero(table[:, 7] == 1)]
-        log(f"  iteration {iteration}: passed {', '.join(passing) or 'none'}")
-    log(f"  stopped: {detection.stop_reason}")
-
-
-def _model_summary(label: str, weights: list[SuperWeight], evaluations: list[Evaluation]) -> str:
-    found = ", ".join(f"L{w.layer} W[{w.row},{w.col}]" + (f" expert {w.expert}" if w.expert >= 0 else "") for w in weights)
-    perplexities = {row.ablation: row.value for row in evaluations if row.metric == "perplexity"}
-    shown = ", ".join(f"{name} {value:.4g}" for name, value in perplexities.items())
-    return f"Model {label!r}: {len(weights)} super weight(s) {found or ''}" + (f"; perplexity {shown}" if shown else "")
+def model_settings(config: SuperweightsConfig, source: models.ModelSource, model_config: ModelConfig) -> dict[str, Any]:
+    """What one model's records depend on: the run's settings and the weights (which files, which dtype)."""
+    dtype = models.pick_dtype(model_config, models.pick_device(model_config))
+    identity = {"model_id": source.model_id, "revision": source.revision, "file_sha256": source.file_sha256,
+                "dtype": str(dtype).removeprefix("torch.")}
+    return {**config.settings(), "model": identity}
 
 
 def main(argv: list[str] | None = None) -> int:

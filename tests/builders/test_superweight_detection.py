@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from builders import _models as models
-from builders._detect import STOP_LIMIT, STOP_NOTHING, detect, layer_table
+from builders._detect import STOP_KNOWN, STOP_LIMIT, STOP_NOTHING, detect, layer_table
 from builders._down_proj import down_projections
 from builders._spikes import Maxima
 from tests.tiny_models import FAMILIES, LAYERS, plant_super_weight
@@ -81,7 +81,8 @@ def test_an_expert_that_is_not_eligible_is_never_a_candidate() -> None:
     model = _model("mixtral")
     plant_super_weight(model, LAYER, ROW, COL, expert=EXPERT)
     detection = _detect(model, eligible=lambda layer, expert: expert != EXPERT)
-    assert all(weight.expert != EXPERT for weight in detection.weights)
+    assert detection.weights == [] and detection.stop_reason == STOP_NOTHING  # the planted spike is invisible
+    assert len(_detect(model).weights) == 1  # and found when the expert is eligible
 
 
 def test_a_layer_passes_only_when_both_its_input_and_its_output_spike() -> None:
@@ -96,3 +97,15 @@ def test_per_layer_the_projection_with_the_largest_output_is_kept() -> None:
     maxima = Maxima(values, np.array([-1, 2]), np.array([0, 0]), np.array([0, 1]))
     table, _ = layer_table(maxima, 1, 50.0, lambda layer, expert: True)
     assert table[0, 6] == 2 and table[0, 3] == 80.0 and table[0, 7] == 1
+
+
+def test_a_spiking_column_names_one_super_weight_and_the_search_then_stops() -> None:
+    model = _model("llama")
+    column = model.model.layers[LAYER].mlp.down_proj.weight[:, COL].clone()
+    plant_super_weight(model, LAYER, ROW, COL)
+    with torch.no_grad():  # give the rest of the column back: the input spike reaches every row through it
+        weight = model.model.layers[LAYER].mlp.down_proj.weight
+        weight[:, COL] = torch.where(torch.arange(len(column)) == ROW, weight[:, COL], column * 20)
+    detection = _detect(model)
+    assert [(w.layer, w.row, w.col) for w in detection.weights] == [(LAYER, ROW, COL)]
+    assert detection.stop_reason == STOP_KNOWN and detection.iterations[1][LAYER, 7] == 1  # still passes, known column

@@ -277,3 +277,47 @@ def test_a_crash_keeps_the_committed_tables_and_the_rerun_finishes(
     assert complete_tables(location, label) == committed | {"evaluations", crash_at}
     assert set(_perplexities(read_table(location, label, "evaluations"))) == {"baseline", "sw0", "sw0_restored"}
     validate_store(location)
+
+
+def test_an_moe_model_with_a_dense_layer_records_its_router_with_that_layer_empty(
+        text_file: Path, sw_cli: Runner, tmp_path: Path) -> None:
+    from transformers import Qwen2MoeConfig, Qwen2MoeForCausalLM
+
+    torch.manual_seed(0)
+    model = Qwen2MoeForCausalLM(Qwen2MoeConfig(
+        vocab_size=320, hidden_size=32, intermediate_size=64, moe_intermediate_size=32,
+        shared_expert_intermediate_size=32, num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=2,
+        num_experts=4, num_experts_per_tok=2, mlp_only_layers=[0]))
+    plant_super_weight(model, LAYER, ROW, COL, expert=EXPERT)
+    folder = save_model(model, tmp_path / "qwen-moe-dense0")
+    store = tmp_path / "sw.zarr"
+    code, _, err = sw_cli(*_args(text_file, folder), "--perplexity.skip", "true", "--store", str(store))
+    assert code == 0, err
+    router = read_table(StoreLocation(str(store)), folder.name, "router")
+    assert np.isnan(router.p_active.values[0]).all() and not np.isnan(router.p_active.values[1:]).any()
+    weights = read_table(StoreLocation(str(store)), folder.name, "weights")
+    assert (weights.layer.item(), weights.row.item(), weights.col.item(), weights.expert.item()) == (LAYER, ROW, COL, EXPERT)
+    validate_store(StoreLocation(str(store)))
+
+
+def test_a_model_failing_midway_leaves_a_valid_store_and_the_rerun_completes_it(
+        planted: dict[str, Path], text_file: Path, sw_cli: Runner, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    store = tmp_path / "sw.zarr"
+    args = [*_args(text_file, planted["llama"], planted["gpt2"]), "--store", str(store)]
+    real_evaluations = superweights.run_evaluations
+
+    def out_of_memory_on_llama(model_run: object, *rest: object) -> object:
+        if "Llama" in type(model_run.model).__name__:
+            raise torch.OutOfMemoryError("CUDA out of memory while evaluating")
+        return real_evaluations(model_run, *rest)
+
+    monkeypatch.setattr(superweights, "run_evaluations", out_of_memory_on_llama)
+    code, _, err = sw_cli(*args)
+    assert code == 1 and "out of memory" in err
+    location = StoreLocation(str(store))
+    validate_store(location)  # the failed model's committed tables and the next model's, consolidated
+    assert complete_tables(location, planted["llama"].name) == {"detection", "weights"}
+    monkeypatch.setattr(superweights, "run_evaluations", real_evaluations)
+    assert sw_cli(*args)[0] == 0
+    assert "evaluations" in complete_tables(location, planted["llama"].name)
