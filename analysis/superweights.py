@@ -30,6 +30,7 @@ from store import (
     OneLineParser,
     StoreLocation,
     StoreLocationError,
+    ablation_perplexities,
     check_output_path,
     complete_tables,
     model_attrs,
@@ -110,11 +111,7 @@ def _summary(location: StoreLocation, models: list[str] | None) -> pd.DataFrame:
     return frame[frame["model"].isin(_labels(location, models))].reset_index(drop=True)
 
 
-def perplexities(evaluations: xr.Dataset) -> pd.Series:
-    """Ablation -> perplexity, in stored order (of the first text source, should there be several)."""
-    frame = evaluations.to_dataframe()
-    rows = frame[(frame["kind"] == "perplexity") & (frame["metric"] == "perplexity")]
-    return rows.groupby("ablation", sort=False)["value"].first()
+perplexities = ablation_perplexities  # ablation -> perplexity, in stored order (the store's own reading)
 
 
 def accuracies(evaluations: xr.Dataset) -> pd.DataFrame:

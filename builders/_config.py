@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 from builders._metrics import CHANNEL_METRIC, METRICS
 from store._options import check_path_text
+from store._schema import MODEL_LABEL
 from store.errors import ConfigError
 
 EMBEDDED_SMOLLM2 = "embedded:smollm2-135m-instruct"
@@ -18,7 +19,6 @@ BUNDLED_CORPUS = "bundled:pydoc-topics"
 NAMED_LAYERS = ("embed", "middle", "pre_last")
 _LAYER_N = re.compile(r"^layer_(\d+)$")
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _LOCAL_CLUSTER = re.compile(r"^local:(\d+)$")
 _SCHEDULER = re.compile(r"^([a-z][a-z0-9+.-]*://[^\s/]+|[^\s:/]+:\d+)(/\S*)?$", re.ASCII)  # tcp://host:8786, host:8786
 
@@ -68,7 +68,7 @@ class ModelConfig:
             )
         if self.device_map not in ("", "auto"):
             raise ConfigError(f"model.device_map must be 'auto' or empty, got {self.device_map!r}")
-        if self.label and not _LABEL.match(self.label):
+        if self.label and not MODEL_LABEL.match(self.label):
             raise ConfigError(
                 f"model.label {self.label!r} must be letters, digits, '.', '_' or '-'; pass another --model.label"
             )

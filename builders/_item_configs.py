@@ -8,8 +8,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from builders._config import _LABEL, EMBEDDED_SMOLLM2, ModelConfig, _positive
+from builders._config import EMBEDDED_SMOLLM2, ModelConfig, _positive
 from store._options import check_path_text
+from store._schema import MODEL_LABEL
 from store.errors import ConfigError
 
 
@@ -39,7 +40,7 @@ class CaptureModelConfig:
         if len(set(self.label)) != len(self.label):
             raise ConfigError(f"model.label has duplicates: {self.label!r}; give each model its own label")
         for label in self.label:
-            if not _LABEL.match(label):
+            if not MODEL_LABEL.match(label):
                 raise ConfigError(f"model.label {label!r} must be letters, digits, '.', '_' or '-'")
         self.model_configs()  # each model's own checks (dtype, device, name text)
 

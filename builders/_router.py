@@ -51,7 +51,7 @@ def analyse_router(body: nn.Module, layers: list[list[DownProjection]], texts: l
     n_experts = max(projection.n_experts for projection in projections)
     p_active = np.full((len(layers), n_experts), np.nan)
     co_spike = np.full((len(layers), n_experts), np.nan)
-    with SpikeHooks(projections, threshold) as hooks:
+    with SpikeHooks(projections, threshold, routing=True) as hooks:
         maxima = run_passes(body, hooks, texts)
         for layer, routing in hooks.routing().items():
             count = len(routing.routed)

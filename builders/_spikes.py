@@ -10,7 +10,7 @@ about one more pass of the experts.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,10 +39,10 @@ class Maxima:
 class Routing:
     """One MoE layer's routing counts over the tokens seen."""
 
+    routed: np.ndarray  # tokens routed to each expert
+    co_routed: np.ndarray  # of the spike tokens, those routed to each expert
     n_tokens: int = 0
-    routed: np.ndarray = field(default_factory=lambda: np.zeros(0))  # tokens routed to each expert
     spike_tokens: int = 0  # tokens whose experts' output exceeds the spike threshold
-    co_routed: np.ndarray = field(default_factory=lambda: np.zeros(0))  # of those, routed to each expert
 
 
 def _row(inputs: torch.Tensor, outputs: torch.Tensor, token_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -81,12 +81,14 @@ def expert_activations(module: nn.Module, hidden: torch.Tensor, expert: int) -> 
 class SpikeHooks(ForwardHooks):
     """Hooks on ``projections`` recording maxima (and routing of fused experts) over every forward pass inside."""
 
-    def __init__(self, projections: Sequence[DownProjection], spike_threshold: float) -> None:
+    def __init__(self, projections: Sequence[DownProjection], spike_threshold: float, routing: bool = False) -> None:
         super().__init__([projection.module for projection in projections])
         self.projections = list(projections)
         self.spike_threshold = spike_threshold
+        self.counts_routing = routing  # only the router analysis reads the counts; detection passes skip them
         self._rows: list[list[torch.Tensor]] = [[] for _ in self.projections]
-        self._routing = {index: Routing() for index, p in enumerate(self.projections) if p.kind == "experts"}
+        self._routing = {index: Routing(np.zeros(p.n_experts, np.int64), np.zeros(p.n_experts, np.int64))
+                         for index, p in enumerate(self.projections) if p.kind == "experts"}
         self.token_offset = 0  # the batch's first token number: set by the caller before each forward pass
 
     def _make_hook(self, position: int) -> Any:
@@ -113,7 +115,8 @@ class SpikeHooks(ForwardHooks):
                 continue
             intermediate, projected = expert_activations(module, hidden[tokens], expert)
             rows.append(_row(intermediate, projected, tokens + self.token_offset))
-        self._count_routing(position, top_k_index, output)
+        if self.counts_routing:
+            self._count_routing(position, top_k_index, output)
         return torch.stack(rows)
 
     def _count_routing(self, position: int, top_k_index: torch.Tensor, output: torch.Tensor) -> None:
@@ -123,8 +126,8 @@ class SpikeHooks(ForwardHooks):
         co_routed = torch.bincount(top_k_index[spikes].reshape(-1), minlength=n_experts)[:n_experts]
         routing.n_tokens += int(top_k_index.shape[0])
         routing.spike_tokens += int(spikes.sum())
-        routing.routed = routing.routed + routed.cpu().numpy() if routing.routed.size else routed.cpu().numpy()
-        routing.co_routed = routing.co_routed + co_routed.cpu().numpy() if routing.co_routed.size else co_routed.cpu().numpy()
+        routing.routed += routed.cpu().numpy()
+        routing.co_routed += co_routed.cpu().numpy()
 
     def maxima(self) -> Maxima:
         """Every (projection, expert) row's maxima over all passes so far (one device sync)."""

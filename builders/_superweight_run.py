@@ -22,11 +22,10 @@ from builders._ablations import (
     PerplexityRun,
     ablations,
     accuracy_rows,
-    perplexity_of,
 )
 from builders._detect import Detection, SuperWeight, detect
 from builders._down_proj import DownProjection, zeroed
-from builders._perplexity import perplexity, sliding_windows
+from builders._perplexity import Window, perplexity, sliding_windows
 from builders._router import RouterAnalysis, analyse_router, expert_projections
 from builders._superweight_configs import SuperweightsConfig
 from builders._superweight_tables import cell_value
@@ -102,9 +101,12 @@ def run_evaluations(run: ModelRun, config: SuperweightsConfig, weights: list[Sup
     return rows
 
 
+def _windows(run: ModelRun, config: SuperweightsConfig) -> list[Window]:
+    return sliding_windows(len(run.perplexity_ids), config.perplexity.window_len, config.perplexity.stride)
+
+
 def _perplexity_run(run: ModelRun, config: SuperweightsConfig, weights: list[SuperWeight]) -> PerplexityRun:
-    windows = sliding_windows(len(run.perplexity_ids), config.perplexity.window_len, config.perplexity.stride)
-    return PerplexityRun(run.model, weights, run.perplexity_ids, windows, config.perplexity.batch_size,
+    return PerplexityRun(run.model, weights, run.perplexity_ids, _windows(run, config), config.perplexity.batch_size,
                          config.data.name, config.detect.spike_threshold, config.progress)
 
 
@@ -118,7 +120,7 @@ def causal_scores(run: ModelRun, config: SuperweightsConfig, router: RouterAnaly
     """Perplexity change of zeroing each co-spiking expert's candidate (in place, into ``router``)."""
     if run.perplexity_ids is None:
         return
-    windows = sliding_windows(len(run.perplexity_ids), config.perplexity.window_len, config.perplexity.stride)
+    windows = _windows(run, config)
     fused = {projection.layer: projection for projection in expert_projections(run.layers)}
     for layer, expert in zip(*np.nonzero(router.co_spiking)):
         if (int(layer), int(expert)) not in router.candidates:
@@ -136,7 +138,3 @@ def evaluation_attrs(config: SuperweightsConfig) -> dict[str, Any]:
             "samples": config.perplexity.samples, "max_tokens": config.perplexity.max_tokens,
             "accuracy_samples": config.accuracy.samples, "seed": config.seed,
             "restore": config.perplexity.restore}
-
-
-def baseline_perplexity(rows: list[Evaluation]) -> float:
-    return perplexity_of(rows, "baseline")

@@ -19,18 +19,18 @@ import numpy as np
 import torch
 
 from builders import _models as models
-from builders._ablations import Evaluation
+from builders._ablations import BASELINE, Evaluation, perplexity_of
 from builders._accuracy import TaskSpec, check_tasks_loadable, evaluate_tasks, resolve_tasks
 from builders._cli import run_cli
 from builders._config import ModelConfig
 from builders._detect import SuperWeight
 from builders._down_proj import down_projections
 from builders._provenance import now, versions
+from builders._router import expert_projections
 from builders._superweight_configs import SuperweightsConfig
 from builders._superweight_run import (
     Log,
     ModelRun,
-    baseline_perplexity,
     causal_scores,
     evaluation_attrs,
     run_detection,
@@ -74,7 +74,8 @@ from store import (
 from store.errors import first_line
 
 DESCRIPTION = __doc__.split("\n\n")[0] if __doc__ else ""
-_REQUIRED = {"detection", "weights", "evaluations"}
+_DETECTED = {"detection", "weights"}  # committed together: detection is reused from them on a rerun
+_REQUIRED = {*_DETECTED, "evaluations"}
 
 
 @dataclass(frozen=True)
@@ -173,21 +174,22 @@ def _release_memory() -> None:
 
 def _analyse_model(config: SuperweightsConfig, location: StoreLocation, tasks: list[TaskSpec], model: _Model) -> bool:
     """Analyse one model and write its records; False when they were complete already."""
-    if not config.overwrite and _REQUIRED <= complete_tables(location, model.label) and (
-            not _stored_attrs(location, model.label).get("is_moe") or "router" in complete_tables(location, model.label)):
+    if not config.overwrite and _complete(location, model.label):
         print(f"Nothing to do: model {model.label!r} is complete in {location.display()}.")
         return False
     loaded = models.load_model(model.source, model.config)
-    try:
-        layers = down_projections(loaded, model.n_layers)
-        model_run = ModelRun(loaded, model.tokenizer, layers, model.calibration, model.perplexity_ids,
-                             model.router_texts)
-        lease = Lease(location, slot_key(SUPERWEIGHTS_GROUP, model.label), f"find super weights of {model.label!r}")
-        with reporting_write_faults(location), lease.acquire(interrupt=True):
-            _records(config, location, tasks, model, model_run)
-        return True
-    finally:
-        del loaded
+    model_run = ModelRun(loaded, model.tokenizer, down_projections(loaded, model.n_layers), model.calibration,
+                         model.perplexity_ids, model.router_texts)
+    lease = Lease(location, slot_key(SUPERWEIGHTS_GROUP, model.label), f"find super weights of {model.label!r}")
+    with reporting_write_faults(location), lease.acquire(interrupt=True):
+        _records(config, location, tasks, model, model_run)
+    return True
+
+
+def _complete(location: StoreLocation, label: str) -> bool:
+    """Every table of the model committed (the router too for MoE models)."""
+    done = complete_tables(location, label)
+    return _REQUIRED <= done and ("router" in done or not _stored_attrs(location, label).get("is_moe"))
 
 
 def _records(config: SuperweightsConfig, location: StoreLocation, tasks: list[TaskSpec], model: _Model,
@@ -199,7 +201,7 @@ def _records(config: SuperweightsConfig, location: StoreLocation, tasks: list[Ta
     prepare_superweights(location, label, _model_attrs(config, model, run))
     done = complete_tables(location, label)
     router = run_router(run, config)
-    if _REQUIRED - {"evaluations"} <= done:
+    if _DETECTED <= done:
         weights = stored_weights(run, read_table(location, label, "weights"))
     else:
         detection = run_detection(run, config, router)
@@ -212,7 +214,7 @@ def _records(config: SuperweightsConfig, location: StoreLocation, tasks: list[Ta
     evaluations = _evaluations(config, location, tasks, model, run, weights, done, log)
     if router is not None:
         if config.moe.causal_scoring:
-            causal_scores(run, config, router, baseline_perplexity(evaluations))
+            causal_scores(run, config, router, perplexity_of(evaluations, BASELINE))
         write_table(location, label, "router", router_table(router, router_attrs(config)))
     print(model_summary(label, weights, evaluations))
 
@@ -234,7 +236,7 @@ def _evaluations(config: SuperweightsConfig, location: StoreLocation, tasks: lis
 
 
 def _model_attrs(config: SuperweightsConfig, model: _Model, model_run: ModelRun) -> dict[str, Any]:
-    fused = [projection for layer in model_run.layers for projection in layer if projection.kind == "experts"]
+    fused = expert_projections(model_run.layers)
     return {
         "model_id": model.source.model_id, "revision": model.source.revision, "file_sha256": model.source.file_sha256,
         "architecture": type(model_run.model).__name__, "n_layers": model.n_layers,

@@ -6,12 +6,16 @@ docs/store-format.md is the prose version of this module; keep them in step.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import dask.array as da
 import numpy as np
 import xarray as xr
+
+# A model label: it becomes one path segment in every group (stats slots, vectors, superweights/<label>).
+MODEL_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 STATS_GROUP = "stats"
 FORMAT_NAME = "activation-stats"

@@ -24,6 +24,7 @@ import zarr
 
 from store._items import complete_children, write_item
 from store._location import StoreLocation, open_existing_group
+from store._schema import MODEL_LABEL
 from store.errors import ConfigError, ContractError, StoreLocationError
 
 SUPERWEIGHTS_GROUP = "superweights"
@@ -31,7 +32,6 @@ SUPERWEIGHTS_FORMAT = "activation-superweights"
 SUPERWEIGHTS_VERSION = 1
 SUPERWEIGHT_TABLES = ("detection", "weights", "evaluations", "router")
 SUMMARY_TABLE = "_summary"
-LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # never "_summary": the two cannot clash
 STRING = "str"  # any text dtype: zarr gives NumPy's StringDType back, callers may hand object or <U arrays
 
 _DETECTION = ("iteration", "layer")
@@ -87,7 +87,7 @@ MODEL_ATTRS = ("model_id", "architecture", "n_layers", "hidden_size", "intermedi
 
 def check_label(label: str) -> None:
     """Refuse a label that is not a plain name (it becomes a path in the store)."""
-    if not isinstance(label, str) or not LABEL.match(label):
+    if not isinstance(label, str) or not MODEL_LABEL.match(label):  # never "_summary": the two cannot clash
         raise ConfigError(f"model label {label!r} is not a plain name (letters, digits, '.', '_', '-', starting "
                           "with a letter or digit); give another one with --model.label")
 
@@ -197,7 +197,7 @@ def superweight_labels(location: StoreLocation) -> list[str]:
 def model_attrs(location: StoreLocation, label: str) -> dict[str, Any]:
     """The provenance and settings of model ``label`` (its node's attributes)."""
     group = _group(location)
-    if group is None or label not in superweight_labels(location):
+    if group is None or label == SUMMARY_TABLE or label not in group:
         raise StoreLocationError(f"no superweights model {label!r} in store {location.display()!r} (models: "
                                  f"{superweight_labels(location)!r}); pass one of those")
     return dict(group[label].attrs)
@@ -210,17 +210,17 @@ def remove_superweights_model(location: StoreLocation, label: str) -> None:
     location.remove_subtree(f"{SUPERWEIGHTS_GROUP}/{label}")
 
 
-def _perplexities(evaluations: xr.Dataset) -> dict[str, float]:
-    """Ablation -> perplexity (of the first text source, should there be several)."""
+def ablation_perplexities(evaluations: xr.Dataset) -> pd.Series:
+    """Ablation -> perplexity, in stored order (of the first text source, should there be several)."""
     frame = evaluations.to_dataframe()
     rows = frame[(frame["kind"] == "perplexity") & (frame["metric"] == "perplexity")]
-    return rows.groupby("ablation", sort=False)["value"].first().to_dict()
+    return rows.groupby("ablation", sort=False)["value"].first()
 
 
 def _summary_row(label: str, attrs: dict[str, Any], weights: xr.Dataset, evaluations: xr.Dataset) -> dict[str, Any]:
     layers = [int(layer) for layer in weights["layer"].values]
     n_layers = int(attrs.get("n_layers", 0))
-    perplexity = _perplexities(evaluations)
+    perplexity = ablation_perplexities(evaluations).to_dict()
     baseline = perplexity.get("baseline", math.nan)
     # a single super weight may have no separate "all" ablation: zeroing it alone is zeroing all
     all_zeroed = perplexity.get("all", perplexity.get("sw0", math.nan) if len(layers) == 1 else math.nan)

@@ -15,9 +15,9 @@ import zarr
 
 from store._items import COMPLETE_ATTR, open_item
 from store._location import StoreLocation, quiet_top_node
+from store._schema import MODEL_LABEL
 from store._superweights import (
     ABLATION,
-    LABEL,
     LAYOUTS,
     METRICS,
     MODEL_ATTRS,
@@ -60,7 +60,7 @@ def _format_problems(group: zarr.Group) -> list[str]:
 
 def _model_problems(location: StoreLocation, label: str, node: zarr.Group) -> list[str]:
     where = f"{SUPERWEIGHTS_GROUP}/{label}"
-    if not LABEL.match(label):
+    if not MODEL_LABEL.match(label):
         return [f"{where}: the label {label!r} is not a plain name (letters, digits, '.', '_', '-')"]
     problems = _model_attr_problems(where, dict(node.attrs))
     tables: dict[str, xr.Dataset] = {}
