@@ -88,6 +88,22 @@ def parse_list(text: str | list[Any]) -> list[str]:
     return [item.strip() for item in str(text).split(",") if item.strip()]
 
 
+def parse_coordinates(value: Any) -> list[list[int]]:
+    """Coordinates such as ``11,507,1229``: one per flag value (the flag given several values or times),
+    or a YAML list of lists. Unlike other lists, the commas stay inside one coordinate."""
+    items = value if isinstance(value, list) else [value]
+    return [_coordinate(item) for item in items]
+
+
+def _coordinate(item: Any) -> list[int]:
+    if isinstance(item, list) and all(isinstance(number, int) and not isinstance(number, bool) for number in item):
+        return list(item)
+    parts = [part.strip() for part in item.split(",")] if isinstance(item, str) else []
+    if parts and all(part.isdigit() for part in parts):
+        return [int(part) for part in parts]
+    raise ConfigError(f"expected whole numbers separated by commas, such as 11,507,1229, got {item!r}")
+
+
 def parse_mapping(items: list[str] | dict[str, Any]) -> dict[str, Any]:
     if isinstance(items, dict):
         return dict(items)
@@ -104,6 +120,8 @@ def _converter(annotation: Any) -> Any:
         return parse_float
     if annotation is str:
         return parse_text
+    if annotation == list[list[int]]:
+        return parse_coordinates
     if origin is list:
         return parse_list
     if origin is dict:
@@ -159,7 +177,8 @@ def _spellings(dest: str) -> list[str]:
 
 
 def _add_field(parser: Any, dest: str, annotation: Any, doc: str, default: Any, alias: str | None = None) -> None:
-    shown = ",".join(map(str, default)) if isinstance(default, list) else default
+    shown = " ".join(map(str, default)) if annotation == list[list[int]] else (
+        ",".join(map(str, default)) if isinstance(default, list) else default)
     help_text = f"{doc} (default: {shown!r})".replace("%", "%%")
     flags = _spellings(dest) + ([f"--{alias}"] if alias else [])
     if annotation is bool:

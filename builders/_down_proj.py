@@ -51,6 +51,16 @@ class DownProjection:
     def n_experts(self) -> int:
         return int(self.parameter.shape[0]) if self.kind == "experts" else 1
 
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, cols) of W in Hugging Face layout: (hidden size, intermediate size)."""
+        sizes = tuple(int(size) for size in self.parameter.shape[-2:])
+        return (sizes[1], sizes[0]) if self.layout == "in_out" else (sizes[0], sizes[1])
+
+    def column(self, col: int, expert: int = NO_EXPERT) -> tuple[int | slice, ...]:
+        """The index of column ``W[:, col]``: intermediate neuron ``col``'s whole output direction."""
+        return self.element(slice(None), col, expert)  # type: ignore[arg-type]
+
     def element(self, row: int, col: int, expert: int = NO_EXPERT) -> tuple[int, ...]:
         """The index of ``W[row, col]`` (of ``expert`` for fused experts) in :attr:`parameter`."""
         pair = (col, row) if self.layout == "in_out" else (row, col)

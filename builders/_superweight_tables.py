@@ -7,10 +7,12 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from builders import _models as models
 from builders._ablations import Evaluation
 from builders._detect import LAYER_COLUMNS, Detection, SuperWeight
 from builders._down_proj import DownProjection
-from builders._router import RouterAnalysis
+from builders._provenance import now, versions
+from builders._router import RouterAnalysis, expert_projections
 from builders._superweight_configs import SuperweightsConfig
 
 _INT_COLUMNS = ("input_channel", "input_token", "output_channel", "output_token", "expert")
@@ -76,6 +78,19 @@ def evaluation_rows(table: xr.Dataset) -> list[Evaluation]:
 def cell_value(value: Any) -> Any:
     """A table cell as a Python value (NumPy scalars have .item(); text cells are str already)."""
     return value.item() if hasattr(value, "item") else value
+
+
+def model_provenance(source: models.ModelSource, hf_config: Any, run: Any) -> dict[str, Any]:
+    """A model node's attributes but its builder's settings: which weights, which shapes, which run."""
+    fused = expert_projections(run.layers)
+    return {
+        "model_id": source.model_id, "revision": source.revision, "file_sha256": source.file_sha256,
+        "architecture": type(run.model).__name__, "n_layers": len(run.layers),
+        "hidden_size": models.hidden_size(hf_config), "intermediate_size": intermediate_size(run.layers),
+        "is_moe": bool(fused), "n_experts": max((projection.n_experts for projection in fused), default=0),
+        "dtype": str(next(run.model.parameters()).dtype).removeprefix("torch."), "device": str(run.device),
+        "created": now(), "versions": versions(),
+    }
 
 
 def intermediate_size(layers: list[list[DownProjection]]) -> int:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from builders._config import TextSourceConfig
 from builders._packing import iter_rows, token_documents
 from builders._superweight_configs import SuperweightsConfig
 from builders._text import iter_documents
@@ -31,15 +32,20 @@ def calibration_rows(config: SuperweightsConfig, tokenizer: Any) -> list[np.ndar
     return rows
 
 
-def perplexity_tokens(config: SuperweightsConfig, tokenizer: Any) -> np.ndarray:
-    """The first perplexity.samples records, each followed by EOS, at most perplexity.max_tokens tokens."""
-    documents = itertools.islice(iter_documents(config.data), config.perplexity.samples)
+def leading_tokens(data: TextSourceConfig, tokenizer: Any, max_tokens: int, max_records: int | None = None) -> np.ndarray:
+    """The source's first records (at most ``max_records``), each followed by EOS: their first ``max_tokens`` tokens."""
+    documents = itertools.islice(iter_documents(data), max_records)
     tokens: list[int] = []
     for _, token_ids in token_documents(documents, tokenizer):
         tokens.extend(token_ids)
-        if len(tokens) >= config.perplexity.max_tokens:
+        if len(tokens) >= max_tokens:
             break
-    token_ids = np.asarray(tokens[:config.perplexity.max_tokens], np.int64)
+    return np.asarray(tokens[:max_tokens], np.int64)
+
+
+def perplexity_tokens(config: SuperweightsConfig, tokenizer: Any) -> np.ndarray:
+    """The first perplexity.samples records, each followed by EOS, at most perplexity.max_tokens tokens."""
+    token_ids = leading_tokens(config.data, tokenizer, config.perplexity.max_tokens, config.perplexity.samples)
     if len(token_ids) < config.perplexity.window_len:
         raise ConfigError(f"perplexity.window_len ({config.perplexity.window_len}) is longer than the text "
                           f"({len(token_ids)} tokens of {config.data.name!r} from {config.perplexity.samples} records); "

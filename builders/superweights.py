@@ -25,8 +25,6 @@ from builders._cli import run_cli
 from builders._config import ModelConfig
 from builders._detect import SuperWeight
 from builders._down_proj import down_projections
-from builders._provenance import now, versions
-from builders._router import expert_projections
 from builders._superweight_configs import SuperweightsConfig
 from builders._superweight_run import (
     Log,
@@ -43,7 +41,7 @@ from builders._superweight_tables import (
     detection_table,
     evaluation_rows,
     evaluations_table,
-    intermediate_size,
+    model_provenance,
     model_summary,
     router_attrs,
     router_table,
@@ -236,16 +234,8 @@ def _evaluations(config: SuperweightsConfig, location: StoreLocation, tasks: lis
 
 
 def _model_attrs(config: SuperweightsConfig, model: _Model, model_run: ModelRun) -> dict[str, Any]:
-    fused = expert_projections(model_run.layers)
-    return {
-        "model_id": model.source.model_id, "revision": model.source.revision, "file_sha256": model.source.file_sha256,
-        "architecture": type(model_run.model).__name__, "n_layers": model.n_layers,
-        "hidden_size": models.hidden_size(model.model_config), "intermediate_size": intermediate_size(model_run.layers),
-        "is_moe": bool(fused), "n_experts": max((projection.n_experts for projection in fused), default=0),
-        "dtype": str(next(model_run.model.parameters()).dtype).removeprefix("torch."), "device": str(model_run.device),
-        "settings": json.dumps(model_settings(config, model.source, model.config), sort_keys=True),
-        "created": now(), "versions": versions(),
-    }
+    settings = json.dumps(model_settings(config, model.source, model.config), sort_keys=True)
+    return {**model_provenance(model.source, model.model_config, model_run), "settings": settings}
 
 
 def model_settings(config: SuperweightsConfig, source: models.ModelSource, model_config: ModelConfig) -> dict[str, Any]:

@@ -46,6 +46,8 @@ from store._stats_store import (
     structure_lease,
 )
 from store._superweights import (
+    CARD_METRICS,
+    CARD_TABLES,
     SUMMARY_TABLE,
     SUPERWEIGHT_TABLES,
     SUPERWEIGHTS_FORMAT,
@@ -106,6 +108,8 @@ from store.errors import (
 __all__ = [
     "CACHE_ENV",
     "CAPTURES_GROUP",
+    "CARD_METRICS",
+    "CARD_TABLES",
     "ENCODINGS_GROUP",
     "FEATURE_DIMS",
     "FORMAT_NAME",

@@ -1,7 +1,8 @@
 """The ``superweights`` group: per model, the tables of one Super Weight analysis, and a cross-model summary.
 
 ``superweights/<model label>/<table>`` holds one table each (``detection``, ``weights``,
-``evaluations``, and ``router`` for mixture-of-experts models), written with the item
+``evaluations``, and ``router`` for mixture-of-experts models; ``neuron_cards`` and
+``weight_cards`` from the vocabulary analyses of ``python -m analysis.vocab``), written with the item
 protocol of ``store/_items.py``: the table is written whole, then its ``complete``
 attribute is set, its commit marker. Readers and resumed builds trust complete tables
 only. ``superweights/_summary`` is one more table, one row per model whose weights and
@@ -30,13 +31,22 @@ from store.errors import ConfigError, ContractError, StoreLocationError
 SUPERWEIGHTS_GROUP = "superweights"
 SUPERWEIGHTS_FORMAT = "activation-superweights"
 SUPERWEIGHTS_VERSION = 1
-SUPERWEIGHT_TABLES = ("detection", "weights", "evaluations", "router")
+SUPERWEIGHT_TABLES = ("detection", "weights", "evaluations", "router", "neuron_cards", "weight_cards")
+CARD_TABLES = ("neuron_cards", "weight_cards")
+CARD_METRICS = ("loss", "entropy", "topk_margin", "stopword_mass")  # the weight cards' ``metric`` coordinate
 SUMMARY_TABLE = "_summary"
 STRING = "str"  # any text dtype: zarr gives NumPy's StringDType back, callers may hand object or <U arrays
 
 _DETECTION = ("iteration", "layer")
 _RECORD = ("record",)
 _ROUTER = ("layer", "expert")
+_CARD = ("card",)
+_RANKED = ("card", "rank")
+_BY_METRIC = ("card", "metric")
+# which down projection (``tensor``: mlp_out, expert_out or shared_expert_out; ``parameter``: its full name),
+# which expert, and how often that expert is routed (NaN for dense layers)
+_CARD_WHO = {"tensor": (_CARD, STRING), "parameter": (_CARD, STRING), "layer": (_CARD, "int32"),
+             "expert": (_CARD, "int32"), "p_active": (_CARD, "float32")}
 # table -> variable -> (dims, dtype): what every table must hold (docs/store-format.md)
 TABLE_SCHEMAS: dict[str, dict[str, tuple[tuple[str, ...], str]]] = {
     "detection": {
@@ -61,6 +71,32 @@ TABLE_SCHEMAS: dict[str, dict[str, tuple[tuple[str, ...], str]]] = {
         "p_active": (_ROUTER, "float32"), "scored": (_ROUTER, "bool"), "co_spike": (_ROUTER, "float32"),
         "co_spiking": (_ROUTER, "bool"), "causal_delta_ppl": (_ROUTER, "float32"),
     },
+    "neuron_cards": {
+        **_CARD_WHO, "neuron": (_CARD, "int32"), "source": (_CARD, STRING), "label": (_CARD, STRING),
+        "var": (_CARD, "float64"), "skew": (_CARD, "float64"), "kurt": (_CARD, "float64"),
+        "cos_var": (_CARD, "float64"), "cos_skew": (_CARD, "float64"), "cos_kurt": (_CARD, "float64"),
+        **{f"{side}_{part}": (_RANKED, dtype) for side in ("up", "down")
+           for part, dtype in (("id", "int32"), ("tok", STRING), ("str", STRING), ("effect", "float32"))},
+        "token_class": (("token_class",), STRING), "enrichment_score": (("card", "token_class"), "float64"),
+        "enrichment_count": (("card", "token_class"), "int32"),
+        "enrichment_examples": (("card", "token_class"), STRING),
+    },
+    "weight_cards": {
+        **_CARD_WHO, "row": (_CARD, "int32"), "col": (_CARD, "int32"),
+        "value": (_CARD, "float32"), "weights_record": (_CARD, "int32"),
+        "random_row": (_CARD, "int32"), "random_col": (_CARD, "int32"),
+        "metric": (("metric",), STRING), "baseline": (_BY_METRIC, "float64"), "delta": (_BY_METRIC, "float64"),
+        "random_coord_delta": (_BY_METRIC, "float64"), "neuron_zero_delta": (_BY_METRIC, "float64"),
+        "bootstrap_mean": (_BY_METRIC, "float64"), "ci_low": (_BY_METRIC, "float64"),
+        "ci_high": (_BY_METRIC, "float64"),
+        **{f"{side}_{part}": (_RANKED, dtype) for side in ("gain", "loss")
+           for part, dtype in (("id", "int32"), ("tok", STRING), ("str", STRING), ("delta_prob", "float64"))},
+        "cascade_layer": (("cascade_layer",), "int32"),
+        "cascade_entropy": (("card", "cascade_layer"), "float64"),
+        "cascade_margin": (("card", "cascade_layer"), "float64"),
+        "window_tokens": (("window",), "int64"), "window_baseline": (("window", "metric"), "float64"),
+        "window_delta": (("card", "window", "metric"), "float64"),
+    },
     SUMMARY_TABLE: {
         "model": (("model",), STRING), "architecture": (("model",), STRING), "n_layers": (("model",), "int32"),
         "n_superweights": (("model",), "int32"), "layers": (("model",), STRING),
@@ -74,15 +110,20 @@ TABLE_ATTRS = {
     "weights": (),
     "evaluations": ("window_len", "stride", "text", "samples", "accuracy_samples", "seed"),
     "router": ("router_samples", "p_active_floor", "co_spike_threshold", "causal_scoring"),
+    "neuron_cards": ("settings", "top_k", "cosine", "enrichment", "enrichment_top", "created"),
+    "weight_cards": ("settings", "text", "n_tokens", "n_windows", "window_len", "stride", "drop_first_token",
+                     "margin_k", "bootstrap", "confidence", "seed", "weights_from", "created"),
     SUMMARY_TABLE: (),
 }
 LAYOUTS = ("out_in", "in_out")  # Linear and fused experts: [expert,] row, col; GPT-2's Conv1D: col, row
+CARD_SOURCES = ("superweight", "asked")  # a neuron card's neuron: a super weight's column, or --cards.neurons
 STOP_REASONS = ("nothing passed the threshold", "max_iterations reached", "only known candidates passed")
 METRICS = {"perplexity": ("perplexity", "loss"), "accuracy": ("acc", "acc_norm", "exact_match")}  # by kind
 # "swN" zeroes weights record N; "_restored" puts the super activation back (all, or each with restore=each)
 ABLATION = re.compile(r"^(baseline|(all|sw(\d+))(_restored)?)$")
 MODEL_ATTRS = ("model_id", "architecture", "n_layers", "hidden_size", "intermediate_size", "is_moe", "n_experts",
-               "dtype", "device", "versions", "created", "settings")
+               "dtype", "device", "versions", "created", "settings")  # "settings": the builder's; a model with
+# card tables only (vocabulary analyses of weights given by hand) has none: its cards carry their own
 
 
 def check_label(label: str) -> None:
@@ -110,15 +151,19 @@ def _jsonable(attrs: dict[str, Any]) -> dict[str, Any]:
                             "pass numbers, strings, lists and dicts") from error
 
 
-def prepare_superweights(location: StoreLocation, label: str, model_attrs: dict[str, Any]) -> None:
-    """Create the ``superweights`` group (with its format) if needed, and the model node with ``model_attrs``."""
+def prepare_superweights(location: StoreLocation, label: str, model_attrs: dict[str, Any], replace: bool = True) -> None:
+    """Create the ``superweights`` group (with its format) if needed, and the model node with ``model_attrs``;
+    with ``replace=False`` a node that has attributes already keeps them (the cards of a model the
+    super-weight builder recorded leave its provenance as it is)."""
     check_label(label)
     root = zarr.open_group(location.zarr_store(), mode="a", use_consolidated=False, zarr_format=3)
     group = root.require_group(SUPERWEIGHTS_GROUP)
     if group.attrs.get("format") != SUPERWEIGHTS_FORMAT:
         group.attrs.update({"format": SUPERWEIGHTS_FORMAT, "format_version": SUPERWEIGHTS_VERSION,
                             "description": "see docs/store-format.md"})
-    group.require_group(label).attrs.update(_jsonable(model_attrs))
+    node = group.require_group(label)
+    if replace or "model_id" not in node.attrs:
+        node.attrs.update(_jsonable(model_attrs))
 
 
 def _storable(dataset: xr.Dataset) -> xr.Dataset:
@@ -173,8 +218,9 @@ def read_table(location: StoreLocation, label: str, table: str) -> xr.Dataset:
             dataset = xr.open_zarr(location.zarr_store(read_only=True), group=path, consolidated=False,
                                    zarr_format=3).load()
     except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError) as error:
+        builder = "python -m analysis.vocab" if table in CARD_TABLES else "python -m builders.superweights"
         raise StoreLocationError(f"no {path!r} table in store {location.display()!r}; build it with "
-                                 "python -m builders.superweights") from error
+                                 f"{builder}") from error
     if dataset.attrs.get("complete") is not True:
         raise StoreLocationError(f"table {path!r} in store {location.display()!r} is incomplete (a build was "
                                  "interrupted); rerun the build")

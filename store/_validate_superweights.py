@@ -18,6 +18,9 @@ from store._location import StoreLocation, quiet_top_node
 from store._schema import MODEL_LABEL
 from store._superweights import (
     ABLATION,
+    CARD_METRICS,
+    CARD_SOURCES,
+    CARD_TABLES,
     LAYOUTS,
     METRICS,
     MODEL_ATTRS,
@@ -62,7 +65,8 @@ def _model_problems(location: StoreLocation, label: str, node: zarr.Group) -> li
     where = f"{SUPERWEIGHTS_GROUP}/{label}"
     if not MODEL_LABEL.match(label):
         return [f"{where}: the label {label!r} is not a plain name (letters, digits, '.', '_', '-')"]
-    problems = _model_attr_problems(where, dict(node.attrs))
+    built = {name for name, _ in node.groups()} - set(CARD_TABLES)
+    problems = _model_attr_problems(where, dict(node.attrs), needs_settings=bool(built))
     tables: dict[str, xr.Dataset] = {}
     for name, child in node.groups():
         found, table = _table_node_problems(location, f"{where}/{name}", name, child)
@@ -72,10 +76,13 @@ def _model_problems(location: StoreLocation, label: str, node: zarr.Group) -> li
     return problems + _cross_problems(where, dict(node.attrs), tables)
 
 
-def _model_attr_problems(where: str, attrs: dict[str, object]) -> list[str]:
-    missing = [name for name in MODEL_ATTRS if name not in attrs]
+def _model_attr_problems(where: str, attrs: dict[str, object], needs_settings: bool) -> list[str]:
+    """The model node's provenance; ``settings`` are the super-weight builder's, absent with card tables only."""
+    missing = [name for name in MODEL_ATTRS if name not in attrs and (needs_settings or name != "settings")]
     if missing:
         return [f"{where}: attrs lack {missing!r}"]
+    if "settings" not in attrs:
+        return []
     try:
         json.loads(str(attrs["settings"]))
     except json.JSONDecodeError:
@@ -183,8 +190,30 @@ def _summary_content(dataset: xr.Dataset) -> list[str]:
     return [] if len(set(labels)) == len(labels) else [f"model labels repeat: {labels!r}"]
 
 
+def _card_who_problems(dataset: xr.Dataset) -> list[str]:
+    return _below(dataset, ("layer",), 0) + _below(dataset, ("expert",), -1) + _not_in(
+        dataset, "tensor", ("mlp_out", "expert_out", "shared_expert_out"))
+
+
+def _neuron_cards_content(dataset: xr.Dataset) -> list[str]:
+    problems = _card_who_problems(dataset) + _below(dataset, ("neuron",), 0) + _not_in(dataset, "source", CARD_SOURCES)
+    return problems + _below(dataset, ("up_id", "down_id", "enrichment_count"), 0)
+
+
+def _weight_cards_content(dataset: xr.Dataset) -> list[str]:
+    problems = _card_who_problems(dataset) + _below(dataset, ("row", "col", "random_row", "random_col"), 0)
+    if [str(metric) for metric in dataset["metric"].values] != list(CARD_METRICS):
+        problems.append(f"'metric' is {dataset['metric'].values.tolist()!r}, expected {list(CARD_METRICS)!r}")
+    problems += _below(dataset, ("weights_record",), -1) + _below(dataset, ("window_tokens",), 1)
+    inverted = (dataset["ci_low"] > dataset["ci_high"]).values  # NaN (no bootstrap) compares False
+    if inverted.any():
+        problems.append("'ci_low' lies above 'ci_high' somewhere")
+    return problems + _below(dataset, ("gain_id", "loss_id"), 0)
+
+
 _CONTENT = {"detection": _detection_content, "weights": _weights_content, "evaluations": _evaluations_content,
-            "router": _router_content, SUMMARY_TABLE: _summary_content}
+            "router": _router_content, "neuron_cards": _neuron_cards_content, "weight_cards": _weight_cards_content,
+            SUMMARY_TABLE: _summary_content}
 
 
 def _cross_problems(where: str, attrs: dict[str, object], tables: dict[str, xr.Dataset]) -> list[str]:
@@ -192,6 +221,11 @@ def _cross_problems(where: str, attrs: dict[str, object], tables: dict[str, xr.D
     problems = []
     if "router" in tables and attrs.get("is_moe") is not True:
         problems.append(f"{where}/router: a router table, but the model's is_moe is {attrs.get('is_moe')!r}")
+    if "weight_cards" in tables and "weights" in tables:
+        records = tables["weight_cards"]["weights_record"].values
+        if (records >= tables["weights"].sizes["record"]).any():
+            problems.append(f"{where}/weight_cards: names weights record {int(records.max())}, but weights has "
+                            f"{tables['weights'].sizes['record']} records")
     if "weights" in tables and "evaluations" in tables:
         n_weights = tables["weights"].sizes["record"]
         beyond = sorted(index for index in _zeroed_records(tables["evaluations"]) if index >= n_weights)

@@ -1,0 +1,292 @@
+"""``python -m analysis.vocab STORE``: vocabulary cards of super weights and neurons; computed, read, exported.
+
+    from analysis.vocab import open_cards, neuron_cards, weight_cards, export
+    open_cards("stores/sw.zarr")        # label -> {"neuron_cards", "weight_cards"} -> Dataset
+    weight_cards("stores/sw.zarr")      # every model's super-weight cards, as JSON documents
+    export("stores/sw.zarr", "vocab")   # run_vocab_analyses.py's folder layout
+
+The Python functions only read the store (no model, no torch). The command computes the cards
+a store lacks first: with any option of ``python -m builders.vocab`` (``--models``,
+``--weights``, ``--tokens``, ``--enable-cascade``...), or when a model recorded in the store
+has no cards yet, it hands those options to that builder, which loads the model. That is this
+package's one import of ``builders/`` (a floor below), made only then, so reading a store
+needs neither torch nor the model. ``--export DIR`` (alias ``--output-dir``) then writes the
+old layout: ``run_config.json``, ``cross_model_summary.json``, ``README.md`` and per model
+``metrics/``, ``summaries/`` and ``plots/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import xarray as xr
+
+from analysis import _vocab_cards as cards
+from analysis._cli import flag
+from store import (
+    CARD_TABLES,
+    ConfigError,
+    InputError,
+    OneLineParser,
+    StoreLocation,
+    StoreLocationError,
+    check_output_path,
+    complete_tables,
+    parse_storage_options,
+    read_table,
+    resolve_location,
+    superweight_labels,
+)
+
+Cards = dict[str, dict[str, xr.Dataset]]
+EXPORT_FORMAT = "activation-vocab-export"  # run_config.json says it: a folder we may write into again
+_BUILDER = "python -m builders.vocab"
+
+
+def _location(store: str, storage_options: dict[str, Any] | None) -> StoreLocation:
+    location = resolve_location(store, storage_options, None)
+    if not location.exists():
+        raise StoreLocationError(f"no store at {location.display()!r} (no zarr.json); check the path or URL")
+    return location
+
+
+def _carded(location: StoreLocation) -> list[str]:
+    """The models whose neuron and weight cards are both complete."""
+    return [label for label in superweight_labels(location) if set(CARD_TABLES) <= complete_tables(location, label)]
+
+
+def open_cards(store: str | StoreLocation, storage_options: dict[str, Any] | None = None,
+               models: list[str] | None = None) -> Cards:
+    """Label -> ``neuron_cards`` / ``weight_cards`` -> Dataset, for every model with complete cards."""
+    location = store if isinstance(store, StoreLocation) else _location(store, storage_options)
+    carded = _carded(location)
+    unknown = [label for label in models or [] if label not in carded]
+    if unknown or not carded:
+        raise StoreLocationError(f"no cards of {unknown[0] if unknown else 'any model'!r} in store "
+                                 f"{location.display()!r} (carded models: {carded!r}); compute them with "
+                                 f"python -m analysis.vocab {location.display()} [--models ...]")
+    return {label: {table: read_table(location, label, table) for table in CARD_TABLES}
+            for label in (models or carded)}
+
+
+def _opened(store: str | Cards, storage_options: dict[str, Any] | None) -> Cards:
+    return open_cards(store, storage_options) if isinstance(store, str) else store
+
+
+def neuron_cards(store: str | Cards, storage_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Every model's neuron cards, in neurons.jsonl's shape."""
+    return [card for label, found in _opened(store, storage_options).items()
+            for card in cards.neuron_cards(label, found["neuron_cards"])]
+
+
+def weight_cards(store: str | Cards, storage_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Every model's super-weight cards, in super_weights.jsonl's shape."""
+    return [card for label, found in _opened(store, storage_options).items()
+            for card in cards.weight_cards(label, found["weight_cards"])]
+
+
+# Export ---------------------------------------------------------------------------
+
+
+def check_export_folder(folder: str | Path) -> Path:
+    """The export folder, refused unless it is new, empty, or an earlier export (its run_config.json says so)."""
+    path = check_output_path(str(folder), "export folder", folder=True)
+    if not path.exists() or not any(path.iterdir()):
+        return path
+    try:
+        ours = json.loads((path / "run_config.json").read_text(encoding="utf-8")).get("format") == EXPORT_FORMAT
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        ours = False
+    if not ours:
+        shown = ", ".join(sorted(repr(entry.name) for entry in path.iterdir())[:3])
+        raise ConfigError(f"export folder {str(folder)!r} holds files that are not a vocabulary export ({shown}); "
+                          "choose a new or empty folder")
+    return path
+
+
+def _write_json(path: Path, document: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2, allow_nan=False, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+def _write_lines(path: Path, documents: list[dict[str, Any]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(document, allow_nan=False, ensure_ascii=False) + "\n"
+                            for document in documents), encoding="utf-8")
+    return path
+
+
+def _write_csv(path: Path, frame: pd.DataFrame) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+    return path
+
+
+def _settings(found: dict[str, xr.Dataset]) -> dict[str, Any]:
+    return dict(json.loads(str(found["weight_cards"].attrs.get("settings", "{}"))))
+
+
+def run_config(location: StoreLocation, opened: Cards) -> dict[str, Any]:
+    """The run's options under run_vocab_analyses.py's names, from the first model's cards (per model below)."""
+    settings = _settings(next(iter(opened.values())))
+    old = {"models": [str(_settings(found).get("model", {}).get("model_id", label)) for label, found in opened.items()],
+           "dataset": settings.get("data", {}).get("name"), "tokens": settings.get("eval", {}).get("tokens"),
+           "window_len": settings.get("eval", {}).get("window_len"), "stride": settings.get("eval", {}).get("stride"),
+           "drop_first_token": settings.get("eval", {}).get("drop_first_token"), "seed": settings.get("seed"),
+           **{f"enable_{name}": settings.get("cards", {}).get(f"enable_{name}")
+              for name in ("cosine", "cascade", "enrichment")},
+           "bootstrap": settings.get("cards", {}).get("bootstrap"),
+           "spike_threshold": settings.get("detect", {}).get("spike_threshold"),
+           "max_iterations": settings.get("detect", {}).get("max_iterations")}
+    return {"format": EXPORT_FORMAT, "format_version": 1, "store": location.display(), **old,
+            "settings": {label: _settings(found) for label, found in opened.items()}}
+
+
+def _model_summary(neurons: list[dict[str, Any]], weights: list[dict[str, Any]]) -> dict[str, Any]:
+    deltas = pd.DataFrame([card["deltas"] for card in weights])
+    return {"n_neurons": len(neurons), "n_super_weights": len(weights),
+            "neuron_labels": pd.Series([card["label"] for card in neurons]).value_counts().to_dict(),
+            "mean_deltas": {key: float(value) for key, value in deltas.mean().items()} if len(deltas) else {},
+            "max_delta_loss": float(deltas["loss"].max()) if len(deltas) else None,
+            "super_weights": [f"L{card['layer']} W[{card['row']},{card['col']}]" for card in weights]}
+
+
+def _stem(card: dict[str, Any]) -> str:
+    expert = "" if card.get("expert") is None else f"-E{card['expert']}"
+    return f"{card['tensor']}-L{card['layer']}-R{card['row']}-C{card['col']}{expert}"
+
+
+def _plots(folder: Path, neurons: list[dict[str, Any]], weights: list[dict[str, Any]]) -> list[Path]:
+    from analysis import plots
+
+    written = []
+    for card in neurons:
+        expert = "" if card.get("expert") is None else f"-E{card['expert']}"
+        written += plots.save(plots.neuron_effects(card), folder / "neurons" / f"{card['layer']}-{card['neuron']}{expert}-effects")
+    for card in weights:
+        written += plots.save(plots.weight_deltas(card), folder / "super_weights" / f"{_stem(card)}-deltas")
+        if "cascade" in card:
+            written += plots.save(plots.weight_cascade(card), folder / "super_weights" / f"{_stem(card)}-cascade")
+    return written
+
+
+def _export_model(folder: Path, label: str, found: dict[str, xr.Dataset]) -> tuple[list[Path], dict[str, Any]]:
+    neurons = cards.neuron_cards(label, found["neuron_cards"])
+    weights = cards.weight_cards(label, found["weight_cards"])
+    written = [_write_lines(folder / "metrics" / "neurons" / "neurons.jsonl", neurons),
+               _write_lines(folder / "metrics" / "super_weights" / "super_weights.jsonl", weights),
+               _write_csv(folder / "summaries" / "neurons.csv", cards.neuron_rows(neurons)),
+               _write_csv(folder / "summaries" / "super_weights.csv", cards.weight_rows(weights))]
+    return written + _plots(folder / "plots", neurons, weights), _model_summary(neurons, weights)
+
+
+def _readme(config: dict[str, Any], summary: dict[str, Any]) -> str:
+    lines = ["# Vocabulary analysis", "", f"Exported from `{config['store']}` by `python -m analysis.vocab`.", "",
+             "| model | neurons | super weights | mean delta loss | labels |", "|---|---|---|---|---|"]
+    for label, model in summary["models"].items():
+        loss = model["mean_deltas"].get("loss")
+        lines.append(f"| {label} | {model['n_neurons']} | {', '.join(model['super_weights']) or 'none'} | "
+                     f"{'' if loss is None else f'{loss:+.4g}'} | {model['neuron_labels']} |")
+    lines += ["", "Per model: `metrics/` (JSONL cards), `summaries/` (CSV), `plots/`. Definitions: docs/superweights.md."]
+    return "\n".join(lines) + "\n"
+
+
+def export(store: str | StoreLocation, folder: str | Path, storage_options: dict[str, Any] | None = None,
+           models: list[str] | None = None) -> list[Path]:
+    """Write run_vocab_analyses.py's layout to ``folder``; refuses a non-empty folder that is not an earlier export."""
+    target = check_export_folder(folder)
+    location = store if isinstance(store, StoreLocation) else _location(store, storage_options)
+    opened = open_cards(location, models=models)
+    written, summary = [], {"models": {}}
+    for label, found in opened.items():
+        files, summary["models"][label] = _export_model(target / label, label, found)
+        written += files
+    config = run_config(location, opened)
+    written += [_write_json(target / "cross_model_summary.json", summary)]
+    (target / "README.md").write_text(_readme(config, summary), encoding="utf-8")
+    return [*written, target / "README.md", _write_json(target / "run_config.json", config)]  # last: marks it ours
+
+
+# Command line ---------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="python -m analysis.vocab", add_help=False,
+                           description=__doc__.split("\n\n")[0] + f" Every other flag is {_BUILDER}'s (below).")
+    parser.add_argument("store", help="a local store path or an s3:// URL (the superweights group's store)")
+    parser.add_argument(*flag("export"), *flag("output", "dir"), dest="export", type=Path, default=None,
+                        metavar="DIR", help="write run_vocab_analyses.py's layout (JSONL cards, CSV, plots) to DIR")
+    parser.add_argument(*flag("storage", "options"), "--storage_option", "--storage-option", dest="storage_options",
+                        action="append", default=[], metavar="KEY=VALUE", help="fsspec option for the store, repeatable")
+    parser.add_argument("-h", "--help", action="store_true", help="show this help and the builder's options")
+    return parser
+
+
+def _help() -> str:
+    from builders._cli import build_parser
+    from builders.vocab import DESCRIPTION, VocabConfig
+
+    builder = build_parser(VocabConfig, _BUILDER, DESCRIPTION).format_help()
+    return _parser().format_help() + f"\nOptions that compute cards ({_BUILDER}; --store is STORE):\n\n" + builder
+
+
+def _needs_cards(location: StoreLocation, rest: list[str]) -> bool:
+    """Compute when asked to (any builder option), or when a recorded model has no cards yet."""
+    if rest or not location.exists():
+        return True
+    return bool(set(superweight_labels(location)) - set(_carded(location)))
+
+
+def _compute(options: argparse.Namespace, rest: list[str]) -> int:
+    from builders import vocab as builder  # loads torch and the model: only when cards must be made
+
+    if any(arg == "--store" or arg.startswith("--store=") for arg in rest):
+        raise ConfigError("STORE is given twice (the first argument and --store); pass it once")
+    storage = [item for pair in options.raw_storage_options for item in ("--storage_options", pair)]
+    return builder.main(["--store", options.store, *storage, *rest])
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in arguments or "--help" in arguments:
+        print(_help())
+        return 0
+    options, rest = _parser().parse_known_args(arguments)
+    try:
+        if options.export is not None:
+            check_export_folder(options.export)  # before any work: a bad folder must not come after the cards
+        location = _location_unchecked(options)
+        code = _compute(options, rest) if _needs_cards(location, rest) else 0
+        if code == 2:
+            return code
+        _report(location, options)
+        return code
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _location_unchecked(options: argparse.Namespace) -> StoreLocation:
+    options.raw_storage_options = options.storage_options  # the builder parses them again
+    options.storage_options = parse_storage_options(options.storage_options)
+    return resolve_location(options.store, options.storage_options, None)
+
+
+def _report(location: StoreLocation, options: argparse.Namespace) -> None:
+    if options.export is not None:
+        print(f"wrote {len(export(location, options.export))} files to {options.export}")
+        return
+    frame = cards.weight_rows(weight_cards(open_cards(location)))
+    columns = [name for name in ("model", "layer", "row", "col", "expert", "delta_loss", "random_coord_delta_loss",
+                                 "neuron_zero_delta_loss", "delta_stopword_mass") if name in frame]
+    print(frame[columns].to_string(index=False) if len(frame) else "no super weights carded")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

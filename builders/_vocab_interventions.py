@@ -1,0 +1,183 @@
+"""Super-weight cards: what zeroing one weight does to next-token prediction, beside two controls.
+
+The text is cut into the sliding windows of ``builders/_perplexity.py`` (each token scored once;
+with ``drop_first_token`` no window scores the prediction made at its first position). At every
+scored position, from the next-token distribution ``p`` (softmax of the logits, float32):
+- ``loss``: -log p(actual next token), in nats;
+- ``entropy``: -sum p log p, in nats;
+- ``topk_margin``: p of the most likely token minus p of the k-th most likely (``margin_k``);
+- ``stopword_mass``: the total p of the function-word tokens (``_vocab_classes.stopword_mask``).
+A figure is the mean over scored positions. Each window's sums are kept, so a delta (zeroed minus
+baseline, both on the same windows) is a ratio of sums, and the bootstrap resamples windows
+(percentile intervals; the same resamples for every card of a model, seeded).
+
+The controls zero, instead of the weight: a random coordinate of the same matrix (seeded by the
+run's seed and the weight's coordinates, never the weight itself), and the weight's whole column,
+the neuron. The "dual" view is the change of each token's mean probability over the scored
+positions. The cascade reads each chosen layer's output through the logit lens (the final norm,
+then the LM head; the last layer's output is the model's own logits) and reports the entropy and
+top-k margin deltas there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional
+from tqdm.auto import tqdm
+
+from builders import _models as models
+from builders._down_proj import DownProjection, zeroed
+from builders._perplexity import Window, sliding_windows, window_batches
+
+N_METRICS = 4  # loss, entropy, topk_margin, stopword_mass (store.CARD_METRICS)
+Cell = tuple[DownProjection, tuple[int | slice, ...]]
+
+
+@dataclass
+class WindowSums:
+    """One run over the windows: per window the sums over scored positions, and the probability mass."""
+
+    sums: np.ndarray  # (n_windows, N_METRICS) float64
+    tokens: np.ndarray  # (n_windows,) scored positions per window
+    probability: np.ndarray  # (vocab,) float64: sum over scored positions of p
+    cascade: np.ndarray  # (n_windows, n_cascade, 2): sums of entropy and top-k margin through the lens
+
+    def means(self) -> np.ndarray:
+        """The figures: means over every scored position."""
+        return self.sums.sum(0) / self.tokens.sum()
+
+
+def evaluation_windows(n_tokens: int, window_len: int, stride: int, drop_first_token: bool) -> list[Window]:
+    windows = sliding_windows(n_tokens, window_len, stride)
+    if drop_first_token:
+        windows = [Window(window.start, window.end, max(window.score_from, window.start + 2)) for window in windows]
+    return [window for window in windows if window.end > window.score_from]
+
+
+def default_cascade_layers(n_layers: int) -> list[int]:
+    """About eight evenly spaced layers and the last."""
+    step = max(1, n_layers // 8)
+    return sorted({*range(0, n_layers, step), n_layers - 1})
+
+
+def _entropy_margin(probs: torch.Tensor, log_probs: torch.Tensor, margin_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    entropy = -(probs * log_probs).sum(-1)
+    top = probs.topk(margin_k, dim=-1).values
+    return entropy, top[..., 0] - top[..., -1]
+
+
+@dataclass
+class Evaluator:
+    """Runs the model over the windows and sums the metrics; the caller zeroes what it studies."""
+
+    model: nn.Module
+    token_ids: np.ndarray
+    windows: list[Window]
+    batch_size: int
+    stopwords: np.ndarray  # bool over the vocabulary
+    margin_k: int
+    cascade_layers: list[int]
+    n_layers: int
+    progress: bool = True
+    _tokens: torch.Tensor = field(init=False)
+    _stopwords: torch.Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        device = models.input_device(self.model)
+        self._tokens = torch.as_tensor(self.token_ids, dtype=torch.long, device=device)
+        self._stopwords = torch.as_tensor(self.stopwords, dtype=torch.float32, device=device)
+
+    def run(self, desc: str) -> WindowSums:
+        n_windows, vocab = len(self.windows), self._stopwords.shape[0]
+        result = WindowSums(np.zeros((n_windows, N_METRICS)), np.array([w.shape[1] for w in self.windows]),
+                            np.zeros(vocab), np.zeros((n_windows, len(self.cascade_layers), 2)))
+        first = 0
+        with torch.inference_mode():
+            for batch in tqdm(window_batches(self.windows, self.batch_size), desc=desc, unit="batch",
+                              disable=not self.progress):
+                self._batch(batch, result, first)
+                first += len(batch)
+        return result
+
+    def _batch(self, batch: list[Window], result: WindowSums, first: int) -> None:
+        rows = torch.stack([self._tokens[window.start:window.end] for window in batch])
+        n_scored = batch[0].shape[1]
+        output = self.model(input_ids=rows, use_cache=False, logits_to_keep=n_scored + 1,
+                            output_hidden_states=bool(self.cascade_layers))
+        logits = output.logits[:, :-1].float()
+        log_probs = functional.log_softmax(logits, dim=-1)
+        probs = log_probs.exp()
+        targets = rows[:, rows.shape[1] - n_scored:]
+        loss = -log_probs.gather(-1, targets[..., None])[..., 0]
+        entropy, margin = _entropy_margin(probs, log_probs, self.margin_k)
+        per_window = torch.stack([loss, entropy, margin, probs @ self._stopwords], dim=-1).sum(1)
+        result.sums[first:first + len(batch)] = per_window.double().cpu().numpy()
+        result.probability += probs.sum((0, 1)).double().cpu().numpy()
+        if self.cascade_layers:
+            result.cascade[first:first + len(batch)] = self._lens(output.hidden_states, (probs, log_probs), n_scored)
+
+    def _lens(self, hidden_states: tuple[torch.Tensor, ...], final: tuple[torch.Tensor, torch.Tensor],
+              n_scored: int) -> np.ndarray:
+        """Per window and cascade layer, the sums of entropy and margin of the logit lens."""
+        norm, head = models.final_norm(self.model), self.model.get_output_embeddings()
+        sums = []
+        for layer in self.cascade_layers:
+            if layer == self.n_layers - 1:
+                probs, log_probs = final  # hidden_states[-1] is after the final norm: the model's own logits
+            else:
+                states = hidden_states[layer + 1]
+                scored = states[:, states.shape[1] - n_scored - 1:-1]
+                log_probs = functional.log_softmax(head(norm(scored)).float(), dim=-1)
+                probs = log_probs.exp()
+            entropy, margin = _entropy_margin(probs, log_probs, self.margin_k)
+            sums.append(torch.stack([entropy.sum(1), margin.sum(1)], dim=-1))
+        return torch.stack(sums, dim=1).double().cpu().numpy()
+
+    def run_zeroed(self, cells: list[Cell], desc: str) -> WindowSums:
+        with zeroed(cells):  # type: ignore[arg-type]  # a column index holds a slice
+            return self.run(desc)
+
+
+def random_coordinate(projection: DownProjection, row: int, col: int, expert: int, seed: int) -> tuple[int, int]:
+    """A seeded random (row, col) of the same matrix, never the weight's own."""
+    n_rows, n_cols = projection.shape
+    generator = np.random.default_rng([seed, projection.layer, row, col, expert + 1])
+    while True:
+        drawn = (int(generator.integers(n_rows)), int(generator.integers(n_cols)))
+        if drawn != (row, col) or n_rows * n_cols == 1:
+            return drawn
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    mean: np.ndarray  # (N_METRICS,)
+    low: np.ndarray
+    high: np.ndarray
+
+
+def bootstrap_resamples(n_windows: int, n_resamples: int, seed: int) -> np.ndarray:
+    """(n_resamples, n_windows) window indices drawn with replacement; the same for every card."""
+    return np.random.default_rng(seed).integers(0, n_windows, size=(n_resamples, n_windows))
+
+
+def bootstrap_delta(delta_sums: np.ndarray, tokens: np.ndarray, resamples: np.ndarray,
+                    confidence: float) -> Bootstrap:
+    """Percentile intervals of the token-weighted mean delta over resampled windows."""
+    statistics = delta_sums[resamples].sum(1) / tokens[resamples].sum(1)[:, None]
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(statistics, [tail, 100 - tail], axis=0)
+    return Bootstrap(statistics.mean(0), low, high)
+
+
+def probability_changes(baseline: WindowSums, changed: WindowSums, top_k: int) -> tuple[list[tuple[int, float]],
+                                                                                         list[tuple[int, float]]]:
+    """The tokens whose mean probability rose most and fell most: (token id, change), largest change first."""
+    delta = (changed.probability - baseline.probability) / baseline.tokens.sum()
+    order = np.argsort(-delta, kind="stable")
+    gains = [(int(token_id), float(delta[token_id])) for token_id in order[:top_k]]
+    losses = [(int(token_id), float(delta[token_id])) for token_id in order[::-1][:top_k]]
+    return gains, losses
