@@ -5,13 +5,14 @@
     weight_cards("stores/sw.zarr")      # every model's super-weight cards, as JSON documents
     export("stores/sw.zarr", "vocab")   # run_vocab_analyses.py's folder layout
 
-The Python functions only read the store (no model, no torch). The command computes the cards
-a store lacks first: with any option of ``python -m builders.vocab`` (``--models``,
-``--weights``, ``--tokens``, ``--enable-cascade``...), or when a model recorded in the store
-has no cards yet, it hands those options to that builder, which loads the model. That is this
-package's one import of ``builders/`` (a floor below), made only then, so reading a store
-needs neither torch nor the model. ``--export DIR`` (alias ``--output-dir``) then writes the
-old layout: ``run_config.json``, ``cross_model_summary.json``, ``README.md`` and per model
+The Python functions only read the store: importing this module imports neither torch nor
+``builders/``. The command computes the cards a store lacks first: when any option of
+``python -m builders.vocab`` is given (``--models``, ``--weights``, ``--tokens``,
+``--enable-cascade``...), or when a model recorded in the store has no cards yet, it runs that
+builder with them, which loads the model. That is this package's one use of ``builders/`` (a
+floor below); the command parses the builder's options (one parser: every flag is checked, and
+``--help`` lists it, before anything runs). ``--export DIR`` (alias ``--output-dir``) then writes
+the old layout: ``run_config.json``, ``cross_model_summary.json``, ``README.md`` and per model
 ``metrics/``, ``summaries/`` and ``plots/``.
 """
 
@@ -32,11 +33,11 @@ from store import (
     CARD_TABLES,
     ConfigError,
     InputError,
-    OneLineParser,
     StoreLocation,
     StoreLocationError,
     check_output_path,
     complete_tables,
+    load_catalog,
     parse_storage_options,
     read_table,
     resolve_location,
@@ -45,10 +46,9 @@ from store import (
 
 Cards = dict[str, dict[str, xr.Dataset]]
 EXPORT_FORMAT = "activation-vocab-export"  # run_config.json says it: a folder we may write into again
-_BUILDER = "python -m builders.vocab"
 
 
-def _location(store: str, storage_options: dict[str, Any] | None) -> StoreLocation:
+def _existing(store: str, storage_options: dict[str, Any] | None) -> StoreLocation:
     location = resolve_location(store, storage_options, None)
     if not location.exists():
         raise StoreLocationError(f"no store at {location.display()!r} (no zarr.json); check the path or URL")
@@ -63,7 +63,7 @@ def _carded(location: StoreLocation) -> list[str]:
 def open_cards(store: str | StoreLocation, storage_options: dict[str, Any] | None = None,
                models: list[str] | None = None) -> Cards:
     """Label -> ``neuron_cards`` / ``weight_cards`` -> Dataset, for every model with complete cards."""
-    location = store if isinstance(store, StoreLocation) else _location(store, storage_options)
+    location = store if isinstance(store, StoreLocation) else _existing(store, storage_options)
     carded = _carded(location)
     unknown = [label for label in models or [] if label not in carded]
     if unknown or not carded:
@@ -201,7 +201,7 @@ def export(store: str | StoreLocation, folder: str | Path, storage_options: dict
            models: list[str] | None = None) -> list[Path]:
     """Write run_vocab_analyses.py's layout to ``folder``; refuses a non-empty folder that is not an earlier export."""
     target = check_export_folder(folder)
-    location = store if isinstance(store, StoreLocation) else _location(store, storage_options)
+    location = store if isinstance(store, StoreLocation) else _existing(store, storage_options)
     opened = open_cards(location, models=models)
     written, summary = [], {"models": {}}
     for label, found in opened.items():
@@ -215,72 +215,70 @@ def export(store: str | StoreLocation, folder: str | Path, storage_options: dict
 
 # Command line ---------------------------------------------------------------------
 
+_READING = {"store", "export", "storage_options"}  # every other option given asks for computing
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="python -m analysis.vocab", add_help=False,
-                           description=__doc__.split("\n\n")[0] + f" Every other flag is {_BUILDER}'s (below).")
-    parser.add_argument("store", help="a local store path or an s3:// URL (the superweights group's store)")
-    parser.add_argument(*flag("export"), *flag("output", "dir"), dest="export", type=Path, default=None,
-                        metavar="DIR", help="write run_vocab_analyses.py's layout (JSONL cards, CSV, plots) to DIR")
-    parser.add_argument(*flag("storage", "options"), "--storage_option", "--storage-option", dest="storage_options",
-                        action="append", default=[], metavar="KEY=VALUE", help="fsspec option for the store, repeatable")
-    parser.add_argument("-h", "--help", action="store_true", help="show this help and the builder's options")
+    """The builder's options with STORE first, and --export: one parser, so every flag is checked first."""
+    from builders._cli import build_parser
+    from builders._vocab_configs import VocabConfig
+
+    parser = build_parser(VocabConfig, "python -m analysis.vocab", __doc__.split("\n\n")[0], store_positional=True)
+    parser.add_argument(*flag("export"), *flag("output", "dir"), dest="export", type=Path, metavar="DIR",
+                        help="write run_vocab_analyses.py's layout (JSONL cards, CSV, plots) to DIR")
     return parser
 
 
-def _help() -> str:
-    from builders._cli import build_parser
-    from builders.vocab import DESCRIPTION, VocabConfig
+def _location(given: dict[str, Any]) -> StoreLocation:
+    """The store, which need not exist yet (the builder creates it); a catalog name is resolved, read-only."""
+    options = parse_storage_options(given.get("storage_options", []))
+    if given["store"] in load_catalog():
+        return resolve_location(given["store"], options, None)
+    location = StoreLocation(given["store"], options)
+    if not location.is_remote and not location.local_path.parent.is_dir():  # a typo, more likely than a wish
+        raise ConfigError(f"no store at {location.display()!r}, and no folder {str(location.local_path.parent)!r} "
+                          "to make one in; pass an existing store, or create the folder first")
+    return location
 
-    builder = build_parser(VocabConfig, _BUILDER, DESCRIPTION).format_help()
-    return _parser().format_help() + f"\nOptions that compute cards ({_BUILDER}; --store is STORE):\n\n" + builder
 
-
-def _needs_cards(location: StoreLocation, rest: list[str]) -> bool:
-    """Compute when asked to (any builder option), or when a recorded model has no cards yet."""
-    if rest or not location.exists():
+def _needs_cards(location: StoreLocation, given: dict[str, Any]) -> bool:
+    """Compute when asked to (any option of the builder), or when a recorded model has no cards yet."""
+    if set(given) - _READING or not location.exists():
         return True
     return bool(set(superweight_labels(location)) - set(_carded(location)))
 
 
-def _compute(options: argparse.Namespace, rest: list[str]) -> int:
-    from builders import vocab as builder  # loads torch and the model: only when cards must be made
+def _compute(given: dict[str, Any]) -> int:
+    from builders import vocab as builder  # loads the model: only when cards must be made
+    from builders._cli import config_from
 
-    if any(arg == "--store" or arg.startswith("--store=") for arg in rest):
-        raise ConfigError("STORE is given twice (the first argument and --store); pass it once")
-    storage = [item for pair in options.raw_storage_options for item in ("--storage_options", pair)]
-    return builder.main(["--store", options.store, *storage, *rest])
+    if given["store"] in load_catalog():
+        raise ConfigError(f"{given['store']!r} is a catalog name, read-only here; to compute cards, pass the "
+                          "store's path or URL as STORE (with its --storage_options)")
+    return builder.run(config_from(builder.VocabConfig, {k: v for k, v in given.items() if k != "export"}))
 
 
 def main(argv: list[str] | None = None) -> int:
-    arguments = list(sys.argv[1:] if argv is None else argv)
-    if "-h" in arguments or "--help" in arguments:
-        print(_help())
-        return 0
-    options, rest = _parser().parse_known_args(arguments)
+    given = vars(_parser().parse_args(argv))  # bad flags: one error line, exit 2, before anything
     try:
-        if options.export is not None:
-            check_export_folder(options.export)  # before any work: a bad folder must not come after the cards
-        location = _location_unchecked(options)
-        code = _compute(options, rest) if _needs_cards(location, rest) else 0
-        if code == 2:
-            return code
-        _report(location, options)
+        if "export" in given:
+            check_export_folder(given["export"])  # a bad folder must not come after the cards
+        location = _location(given)
+        code = _compute(given) if _needs_cards(location, given) else 0
+        if code == 0 or _carded(location):
+            _report(location, given.get("export"))
         return code
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: every committed table is kept; rerun the same command to resume", file=sys.stderr)
+        return 130
 
 
-def _location_unchecked(options: argparse.Namespace) -> StoreLocation:
-    options.raw_storage_options = options.storage_options  # the builder parses them again
-    options.storage_options = parse_storage_options(options.storage_options)
-    return resolve_location(options.store, options.storage_options, None)
-
-
-def _report(location: StoreLocation, options: argparse.Namespace) -> None:
-    if options.export is not None:
-        print(f"wrote {len(export(location, options.export))} files to {options.export}")
+def _report(location: StoreLocation, folder: Path | None) -> None:
+    if folder is not None:
+        print(f"wrote {len(export(location, folder))} files to {folder}")
         return
     frame = cards.weight_rows(weight_cards(open_cards(location)))
     columns = [name for name in ("model", "layer", "row", "col", "expert", "delta_loss", "random_coord_delta_loss",

@@ -23,14 +23,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
-from collections.abc import Callable
 
 import numpy as np
 import torch
+from _timing import load_bench_model, model_bench_parser, paired
 
 from builders import _models as models
-from builders._config import EMBEDDED_SMOLLM2, ModelConfig
 from builders._detect import run_passes
 from builders._down_proj import down_projections
 from builders._perplexity import Window, perplexity, sliding_windows, window_batches
@@ -38,34 +36,11 @@ from builders._spikes import SpikeHooks
 
 
 def _arguments() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--model", default=EMBEDDED_SMOLLM2, help="model name or folder (default: %(default)s)")
-    parser.add_argument("--rounds", type=int, default=5, help="timed rounds per path (default: %(default)s)")
+    parser = model_bench_parser(__doc__ or "")
     parser.add_argument("--calibration_rows", type=int, default=2, help="calibration rows (default: %(default)s)")
     parser.add_argument("--seq_len", type=int, default=256, help="tokens per calibration row (default: %(default)s)")
     parser.add_argument("--ppl_tokens", type=int, default=4096, help="tokens of perplexity text (default: %(default)s)")
-    parser.add_argument("--window_len", type=int, default=1024, help="perplexity window (default: %(default)s)")
-    parser.add_argument("--stride", type=int, default=512, help="perplexity stride (default: %(default)s)")
-    parser.add_argument("--batch_size", type=int, default=4, help="windows per batch (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     return parser.parse_args()
-
-
-def _paired(*paths: Callable[[], object], rounds: int) -> list[list[float]]:
-    """Seconds of each path per round, the order reversed every other round; one untimed warm-up each."""
-    for path in paths:
-        path()
-    times: list[list[float]] = [[] for _ in paths]
-    for round_index in range(rounds):
-        order = range(len(paths)) if round_index % 2 == 0 else reversed(range(len(paths)))
-        for which in order:
-            started = time.perf_counter()
-            paths[which]()
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()  # a GPU path has returned before its kernels ran
-            times[which].append(time.perf_counter() - started)
-    return times
 
 
 def _report(name: str, measured: list[float], bare: list[float], goal: str, tokens: int) -> None:
@@ -78,12 +53,7 @@ def _report(name: str, measured: list[float], bare: list[float], goal: str, toke
 
 def main() -> None:
     arguments = _arguments()
-    if arguments.threads:
-        torch.set_num_threads(arguments.threads)
-    config = ModelConfig(name=arguments.model, device="cpu" if not torch.cuda.is_available() else "auto")
-    source = models.resolve_source(config)
-    n_layers = models.num_layers(models.load_model_config(source, config))
-    model = models.load_model(source, config)
+    source, n_layers, model = load_bench_model(arguments)
     device = models.input_device(model)
     vocab = model.get_input_embeddings().weight.shape[0]
     generator = np.random.default_rng(0)
@@ -94,7 +64,7 @@ def main() -> None:
           f"{torch.get_num_threads()} threads")
 
     with SpikeHooks(projections, 50.0) as hooks:
-        detecting = _paired(lambda: run_passes(body, hooks, [calibration]), lambda: _bare_body(body, calibration),
+        detecting = paired(lambda: run_passes(body, hooks, [calibration]), lambda: _bare_body(body, calibration),
                             rounds=arguments.rounds)
     _report(f"detection iteration ({calibration.numel()} tokens)", detecting[0], detecting[1], "<= 1.2",
             calibration.numel())
@@ -103,7 +73,7 @@ def main() -> None:
     windows = sliding_windows(len(token_ids), arguments.window_len, arguments.stride)
     tokens = torch.as_tensor(token_ids, device=device)
     n_run = sum(window.end - window.start for window in windows)
-    evaluating = _paired(lambda: perplexity(model, token_ids, windows, arguments.batch_size, progress=False),
+    evaluating = paired(lambda: perplexity(model, token_ids, windows, arguments.batch_size, progress=False),
                          lambda: _bare_windows(model, tokens, windows, arguments.batch_size, keep_scored=False),
                          lambda: _bare_windows(model, tokens, windows, arguments.batch_size, keep_scored=True),
                          rounds=arguments.rounds)

@@ -129,7 +129,9 @@ def _converter(annotation: Any) -> Any:
     return annotation
 
 
-def build_parser(cls: type, prog: str, description: str) -> argparse.ArgumentParser:
+def build_parser(cls: type, prog: str, description: str, store_positional: bool = False) -> argparse.ArgumentParser:
+    """Every field as a flag; with ``store_positional`` the ``store`` field is the first argument instead
+    (for an analysis command that also computes, ``python -m analysis.vocab STORE``)."""
     parser = OneLineParser(
         prog=prog,
         description=description,
@@ -140,16 +142,19 @@ def build_parser(cls: type, prog: str, description: str) -> argparse.ArgumentPar
     sections = [f"{field.name}:" for field in dataclasses.fields(cls) if dataclasses.is_dataclass(hints[field.name])]
     layout = f" (sections {', '.join(sections)})" if sections else ""
     parser.add_argument("--config", type=Path, help=f"YAML file with the same keys as the flags{layout}")
-    _add_fields(parser, cls, prefix="", aliases=getattr(cls, "OLD_FLAGS", {}))
+    if store_positional:
+        parser.add_argument("store", help=field_docs(cls).get("store", "the store"))
+    _add_fields(parser, cls, prefix="", aliases=getattr(cls, "OLD_FLAGS", {}), skip={"store"} if store_positional else set())
     return parser
 
 
-def _add_fields(parser: argparse.ArgumentParser, cls: type, prefix: str, aliases: dict[str, str]) -> None:
-    """Every field as a flag; ``aliases`` maps a dotted name to a replaced tool's spelling of it."""
+def _add_fields(parser: argparse.ArgumentParser, cls: type, prefix: str, aliases: dict[str, str],
+                skip: set[str] | frozenset[str] = frozenset()) -> None:
+    """Every field (but ``skip``) as a flag; ``aliases`` maps a dotted name to a replaced tool's spelling of it."""
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
     defaults = cls()
-    for field in dataclasses.fields(cls):
+    for field in [field for field in dataclasses.fields(cls) if field.name not in skip]:
         annotation = hints[field.name]
         if dataclasses.is_dataclass(annotation):
             group = parser.add_argument_group(f"{field.name} options")
@@ -324,7 +329,12 @@ def run_cli(cls: type[Config], argv: list[str] | None, prog: str, description: s
 
 def parse_config(cls: type[Config], argv: list[str] | None, prog: str, description: str) -> Config:
     """Defaults, then the ``--config`` YAML, then the flags; validated by the dataclasses."""
-    namespace = vars(build_parser(cls, prog, description).parse_args(argv))
+    return config_from(cls, vars(build_parser(cls, prog, description).parse_args(argv)))
+
+
+def config_from(cls: type[Config], given: dict[str, Any]) -> Config:
+    """The config of a parsed command line (the flags given, dotted): defaults, the ``--config`` YAML, the flags."""
+    namespace = dict(given)
     config_path = namespace.pop("config", None)
     from_file = expand_sections(cls, load_yaml(config_path) if config_path else {})
     check_file(cls, from_file)

@@ -141,7 +141,42 @@ class MoeConfig:
 
 
 @dataclass
-class SuperweightsConfig:
+class RunOptions:
+    """The options of every builder that writes the ``superweights`` group (super weights, their cards)."""
+
+    store: str = "stores/superweights.zarr"
+    """Where to write: a local path or an fsspec URL such as s3://bucket/key.zarr."""
+
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    """fsspec options for the store, e.g. endpoint_url=http://127.0.0.1:9000 (never saved in the store)."""
+
+    seed: int = 42
+    """Seed of every random generator (accuracy samples, random controls, bootstrap resamples)."""
+
+    overwrite: bool = False
+    """Replace a model's records made with other settings (other models' records stay)."""
+
+    progress: bool = True
+    """Show progress bars."""
+
+    verbose: bool = False
+    """Print each step's figures as they come (detection maxima, evaluations, cards)."""
+
+    quiet: bool = False
+    """Print only errors and one line per model; no progress bars."""
+
+    def __post_init__(self) -> None:
+        check_store(self.store)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            raise ConfigError(f"seed must be a whole number from 0 to 2**32 - 1, got {self.seed!r}")
+        if self.verbose and self.quiet:
+            raise ConfigError("verbose and quiet are both set; pass one of them")
+        if self.quiet:
+            self.progress = False
+
+
+@dataclass
+class SuperweightsConfig(RunOptions):
     # The Super Weight scripts' flags, kept as aliases (docs/superweights.md maps each one).
     OLD_FLAGS: ClassVar[dict[str, str]] = {
         "model.name": "models", "detect.spike_threshold": "spike-threshold",
@@ -158,36 +193,6 @@ class SuperweightsConfig:
     perplexity: PerplexityConfig = field(default_factory=PerplexityConfig)
     accuracy: AccuracyConfig = field(default_factory=AccuracyConfig)
     moe: MoeConfig = field(default_factory=MoeConfig)
-
-    store: str = "stores/superweights.zarr"
-    """Where to write: a local path or an fsspec URL such as s3://bucket/key.zarr."""
-
-    storage_options: dict[str, Any] = field(default_factory=dict)
-    """fsspec options for the store, e.g. endpoint_url=http://127.0.0.1:9000 (never saved in the store)."""
-
-    seed: int = 42
-    """Seed of the accuracy samples and of every random generator."""
-
-    overwrite: bool = False
-    """Replace a model's super-weight records made with other settings (other models' records stay)."""
-
-    progress: bool = True
-    """Show progress bars."""
-
-    verbose: bool = False
-    """Print every detection iteration's per-layer maxima and each evaluation as it finishes."""
-
-    quiet: bool = False
-    """Print only errors and one line per model (its super weights and perplexities); no progress bars."""
-
-    def __post_init__(self) -> None:
-        check_store(self.store)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
-            raise ConfigError(f"seed must be a whole number from 0 to 2**32 - 1, got {self.seed!r}")
-        if self.verbose and self.quiet:
-            raise ConfigError("verbose and quiet are both set; pass one of them")
-        if self.quiet:
-            self.progress = False
 
     def settings(self) -> dict[str, Any]:
         """What a model's records depend on (saved with them; a rerun with others needs --overwrite)."""

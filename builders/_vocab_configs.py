@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
-from builders._config import TextSourceConfig, _positive, check_store
+from builders._config import TextSourceConfig, _positive
 from builders._item_configs import CaptureModelConfig
-from builders._superweight_configs import DetectConfig, MoeConfig, _fraction
+from builders._superweight_configs import DetectConfig, MoeConfig, RunOptions, _fraction
 from store.errors import ConfigError
 
 # --dataset wikitext-2 (the old script's default) names WikiText-2's raw test split on the hub
@@ -126,7 +126,7 @@ class CardsConfig:
 
 
 @dataclass
-class VocabConfig:
+class VocabConfig(RunOptions):
     # run_vocab_analyses.py's flags, kept as aliases (docs/superweights.md maps each one).
     OLD_FLAGS: ClassVar[dict[str, str]] = {
         "model.name": "models", "data.name": "dataset", "eval.tokens": "tokens", "eval.window_len": "window-len",
@@ -148,39 +148,12 @@ class VocabConfig:
     weights: list[list[int]] = field(default_factory=list)
     """Super weights to analyse, each layer,row,col or layer,row,col,expert: W[row, col] of that layer's MLP down projection (several space-separated, or the flag repeated); default: the store's records, else detection runs first (--detect options)."""
 
-    store: str = "stores/superweights.zarr"
-    """The store whose superweights group gets the cards: a local path or an fsspec URL such as s3://bucket/key.zarr."""
-
-    storage_options: dict[str, Any] = field(default_factory=dict)
-    """fsspec options for the store, e.g. endpoint_url=http://127.0.0.1:9000 (never saved in the store)."""
-
-    seed: int = 42
-    """Seed of the random-coordinate controls and the bootstrap."""
-
-    overwrite: bool = False
-    """Replace a model's cards made with other settings (its detection and evaluation records stay)."""
-
-    progress: bool = True
-    """Show progress bars."""
-
-    verbose: bool = False
-    """Print each card's figures as it is made."""
-
-    quiet: bool = False
-    """Print only errors and one line per model; no progress bars."""
-
     def __post_init__(self) -> None:
-        check_store(self.store)
+        super().__post_init__()
         check_coordinates("weights", self.weights, "layer,row,col or layer,row,col,expert", (3, 4))
         if self.weights and len(self.model.name) > 1:
             raise ConfigError(f"--weights names weights of one model, but {len(self.model.name)} models are given; "
                               "run one model at a time with --weights")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
-            raise ConfigError(f"seed must be a whole number from 0 to 2**32 - 1, got {self.seed!r}")
-        if self.verbose and self.quiet:
-            raise ConfigError("verbose and quiet are both set; pass one of them")
-        if self.quiet:
-            self.progress = False
         if self.data.name in _HUB_ALIASES:
             self.data.name, self.data.subset, self.data.split = _HUB_ALIASES[self.data.name]
 

@@ -91,7 +91,8 @@ class Evaluator:
         self._tokens = torch.as_tensor(self.token_ids, dtype=torch.long, device=device)
         self._stopwords = torch.as_tensor(self.stopwords, dtype=torch.float32, device=device)
 
-    def run(self, desc: str) -> WindowSums:
+    def run(self, desc: str, cascade: bool = True) -> WindowSums:
+        """Sums over the windows; the cascade (logit lens) only when asked: the controls do without."""
         n_windows, vocab = len(self.windows), self._stopwords.shape[0]
         result = WindowSums(np.zeros((n_windows, N_METRICS)), np.array([w.shape[1] for w in self.windows]),
                             np.zeros(vocab), np.zeros((n_windows, len(self.cascade_layers), 2)))
@@ -99,25 +100,24 @@ class Evaluator:
         with torch.inference_mode():
             for batch in tqdm(window_batches(self.windows, self.batch_size), desc=desc, unit="batch",
                               disable=not self.progress):
-                self._batch(batch, result, first)
+                self._batch(batch, result, first, cascade and bool(self.cascade_layers))
                 first += len(batch)
         return result
 
-    def _batch(self, batch: list[Window], result: WindowSums, first: int) -> None:
+    def _batch(self, batch: list[Window], result: WindowSums, first: int, cascade: bool) -> None:
         rows = torch.stack([self._tokens[window.start:window.end] for window in batch])
         n_scored = batch[0].shape[1]
-        output = self.model(input_ids=rows, use_cache=False, logits_to_keep=n_scored + 1,
-                            output_hidden_states=bool(self.cascade_layers))
+        output = self.model(input_ids=rows, use_cache=False, logits_to_keep=n_scored + 1, output_hidden_states=cascade)
         logits = output.logits[:, :-1].float()
         log_probs = functional.log_softmax(logits, dim=-1)
         probs = log_probs.exp()
         targets = rows[:, rows.shape[1] - n_scored:]
         loss = -log_probs.gather(-1, targets[..., None])[..., 0]
         entropy, margin = _entropy_margin(probs, log_probs, self.margin_k)
-        per_window = torch.stack([loss, entropy, margin, probs @ self._stopwords], dim=-1).sum(1)
-        result.sums[first:first + len(batch)] = per_window.double().cpu().numpy()
+        per_window = torch.stack([loss, entropy, margin, probs @ self._stopwords], dim=-1).double().sum(1)
+        result.sums[first:first + len(batch)] = per_window.cpu().numpy()
         result.probability += probs.sum((0, 1)).double().cpu().numpy()
-        if self.cascade_layers:
+        if cascade:
             result.cascade[first:first + len(batch)] = self._lens(output.hidden_states, (probs, log_probs), n_scored)
 
     def _lens(self, hidden_states: tuple[torch.Tensor, ...], final: tuple[torch.Tensor, torch.Tensor],
@@ -134,12 +134,12 @@ class Evaluator:
                 log_probs = functional.log_softmax(head(norm(scored)).float(), dim=-1)
                 probs = log_probs.exp()
             entropy, margin = _entropy_margin(probs, log_probs, self.margin_k)
-            sums.append(torch.stack([entropy.sum(1), margin.sum(1)], dim=-1))
+            sums.append(torch.stack([entropy, margin], dim=-1).double().sum(1))
         return torch.stack(sums, dim=1).double().cpu().numpy()
 
-    def run_zeroed(self, cells: list[Cell], desc: str) -> WindowSums:
+    def run_zeroed(self, cells: list[Cell], desc: str, cascade: bool = True) -> WindowSums:
         with zeroed(cells):  # type: ignore[arg-type]  # a column index holds a slice
-            return self.run(desc)
+            return self.run(desc, cascade)
 
 
 def random_coordinate(projection: DownProjection, row: int, col: int, expert: int, seed: int) -> tuple[int, int]:

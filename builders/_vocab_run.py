@@ -83,7 +83,7 @@ def given_weights(run: ModelRun, coordinates: list[list[int]]) -> list[SuperWeig
         projection = _projection(run, layer, expert, "--weights", text)
         _check_inside(projection, row, col, "--weights", text)
         expert = expert if projection.kind == "experts" else projection.expert
-        value = float(projection.parameter[projection.element(row, col, expert)])
+        value = float(projection.parameter[projection.element(row, col, expert)].detach())
         weights.append(SuperWeight(layer, row, col, expert, projection.tensor, projection.layout, value,
                                    math.nan, math.nan, GIVEN, projection))
     return weights
@@ -129,9 +129,9 @@ def weight_card(config: VocabConfig, evaluator: Evaluator, baseline: WindowSums,
     zeroed = evaluator.run_zeroed([weight.cell], f"zero {name}")
     coordinate = random_coordinate(projection, weight.row, weight.col, weight.expert, config.seed)
     random_run = evaluator.run_zeroed([(projection, projection.element(*coordinate, weight.expert))],
-                                      f"control: random W[{coordinate[0]},{coordinate[1]}]")
+                                      f"control: random W[{coordinate[0]},{coordinate[1]}]", cascade=False)
     neuron_run = evaluator.run_zeroed([(projection, projection.column(weight.col, weight.expert))],
-                                      f"control: neuron {weight.col}")
+                                      f"control: neuron {weight.col}", cascade=False)
     delta_sums = zeroed.sums - baseline.sums
     interval = None if resamples is None else bootstrap_delta(delta_sums, baseline.tokens, resamples,
                                                                config.cards.confidence)

@@ -35,12 +35,13 @@ def tensor_kind(projection: DownProjection) -> str:
 def _tokens(prefix: str, lists: list[list[tuple[int, float]]], vocab: Vocabulary, value: str,
             dtype: type) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
     """``prefix_id``, ``_tok``, ``_str`` and ``_<value>`` columns of ranked (token id, value) lists."""
-    ids = np.array([[token_id for token_id, _ in ranked] for ranked in lists], dtype=np.int32).reshape(len(lists), -1)
+    shape = (len(lists), len(lists[0]) if lists else 0)  # no card (a model without super weights): (0, 0)
+    ids = np.array([[token_id for token_id, _ in ranked] for ranked in lists], dtype=np.int32).reshape(shape)
     return {f"{prefix}_id": (_RANKED, ids),
             f"{prefix}_tok": (_RANKED, np.vectorize(lambda i: vocab.raw[i], otypes=[object])(ids)),
             f"{prefix}_str": (_RANKED, np.vectorize(lambda i: vocab.decoded[i], otypes=[object])(ids)),
             f"{prefix}_{value}": (_RANKED, np.array([[v for _, v in ranked] for ranked in lists],
-                                                    dtype=dtype).reshape(len(lists), -1))}
+                                                    dtype=dtype).reshape(shape))}
 
 
 def _who(projections: list[DownProjection], layers: list[int], experts: list[int],

@@ -156,11 +156,11 @@ def _evaluation_tokens(config: VocabConfig, tokenizer: Any) -> np.ndarray:
 
 def _check_windows(config: VocabConfig, n_tokens: int) -> None:
     windows = evaluation_windows(n_tokens, config.eval.window_len, config.eval.stride, config.eval.drop_first_token)
-    if config.cards.bootstrap and len(windows) < 2:
-        stride = max((n_tokens - config.eval.window_len) // 4, 1) if n_tokens > config.eval.window_len else 1
+    if config.cards.bootstrap and len(windows) < 2:  # one window: the tokens fit in it, whatever the stride
+        window_len = max(n_tokens // 2, 2 + config.eval.drop_first_token)
         raise ConfigError(
             f"cards.bootstrap resamples windows, but {n_tokens} tokens make {len(windows)} window of "
-            f"{config.eval.window_len}; pass --eval.window_len {max(n_tokens // 4, 2)} (or --eval.stride {stride}), "
+            f"{config.eval.window_len}; pass --eval.window_len {window_len} --eval.stride {max(window_len // 2, 1)}, "
             f"more --eval.tokens, or --cards.bootstrap 0")
 
 

@@ -51,7 +51,7 @@ from small_stores import tree_digest
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("builders", "analysis")
 MAIN_GUARD = 'if __name__ == "__main__":'
-KNOWN_ENTRY_POINTS = {"builders.collect", "analysis.fit", "analysis.plot"}
+KNOWN_ENTRY_POINTS = {"builders.collect", "analysis.fit", "analysis.plot", "builders.vocab", "analysis.vocab"}
 MIN_BAD_INPUTS = 300
 SCALE = float(os.environ.get("CLI_FUZZ_SCALE", "1"))  # e.g. CLI_FUZZ_SCALE=10 for a longer hunt
 TRIED: Counter[str] = Counter()  # bad inputs run so far, by entry point
@@ -71,7 +71,9 @@ UNPINNED_FLAGS = {"--model.name", "--model.label", "--commit_seconds", "--cluste
                   # builders.vectors: --text and its query settings read the store, never write it
                   "--text", "--query.k", "--query.pooling", "--query.centre",
                   # builders.superweights: batching, printing and labels change no record
-                  "--perplexity.batch_size", "--accuracy.batch_size", "--verbose", "--quiet"}
+                  "--perplexity.batch_size", "--accuracy.batch_size", "--verbose", "--quiet",
+                  # builders.vocab: batching changes no card
+                  "--eval.batch_size"}
 BASE_FLAGS = {*BASE_VALUES, "--model.name", "--store"}
 
 Capture = pytest.CaptureFixture[str]
@@ -267,6 +269,7 @@ def scene(tmp_path_factory: pytest.TempPathFactory, tiny_model: Callable[[str], 
     from builders.collect import main
     from builders.superweights import main as superweights_main
     from builders.vectors import main as vectors_main
+    from builders.vocab import main as vocab_main
     from store._catalog import CATALOG_ENV
 
     home, inputs = tmp_path_factory.mktemp("fuzz-home"), tmp_path_factory.mktemp("fuzz-inputs")
@@ -281,6 +284,9 @@ def scene(tmp_path_factory: pytest.TempPathFactory, tiny_model: Callable[[str], 
     superweights_flags = ["--model.device", "--progress", "--accuracy.skip"]
     assert superweights_main(["--model.name", str(model), "--store", str(store),
                               *(part for flag in superweights_flags for part in (flag, BASE_VALUES[flag]))]) == 0
+    # and its vocabulary cards (none: the tiny model has no super weight), which pin builders.vocab's settings
+    assert vocab_main(["--model.name", str(model), "--store", str(store),
+                       *(part for flag in ("--model.device", "--progress") for part in (flag, BASE_VALUES[flag]))]) == 0
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # a bad name never reaches the network
         patch.setenv("HF_DATASETS_OFFLINE", "1")
