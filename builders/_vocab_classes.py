@@ -23,11 +23,15 @@ Enrichment of a class among a neuron's top tokens ``top_ids``, with ``n_top = le
 ``k`` the class members among ``top_ids``, ``K`` the class members in the whole vocabulary and
 ``V`` the vocabulary size::
 
-    score = log2( ((k + 0.5) / (n_top + 1)) / ((K + 0.5) / (V + 1)) )
+    p0 = (K + 0.5) / (V + 1)                       # the class's share of the vocabulary
+    score = log2( ((k + p0) / (n_top + 1)) / p0 )   # its share among the top tokens, over p0
 
-the log2 ratio of the class's share among the top tokens to its share of the vocabulary, with
-add-half smoothing so an empty class gives a finite score. 0 means as common as in the vocabulary,
-1 twice as common, -1 half as common.
+the log2 ratio of the class's share among the top tokens to its share of the vocabulary. The top
+share counts one more token drawn at the vocabulary's rate (``k + p0`` of ``n_top + 1``), which
+pulls small samples towards 0 and keeps every score finite: a class with no member among the top
+tokens always scores ``log2(1 / (n_top + 1))``, below 0, however rare it is in the vocabulary
+(add-half counts on both shares instead gave a rare class with no member a large positive score).
+0 means as common as in the vocabulary, 1 twice as common, -1 half as common.
 """
 
 from __future__ import annotations
@@ -150,9 +154,9 @@ def _check_top_ids(top_ids: np.ndarray, vocab_size: int) -> np.ndarray:
 
 
 def _log2_enrichment(k: int, n_top: int, class_size: int, vocab_size: int) -> float:
-    """log2 of the smoothed share among the top tokens over the smoothed share of the vocabulary."""
-    top_share = (k + 0.5) / (n_top + 1)
+    """log2 of the share among the top tokens (one pseudo-token at the vocabulary's rate) over the vocabulary's."""
     vocab_share = (class_size + 0.5) / (vocab_size + 1)
+    top_share = (k + vocab_share) / (n_top + 1)
     return float(np.log2(top_share / vocab_share))
 
 

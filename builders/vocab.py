@@ -261,6 +261,8 @@ def _cards(config: VocabConfig, location: StoreLocation, model: _Model, run: Mod
                     neuron_table(cards, vocab, expert_routing, _neuron_attrs(config, settings)))
         for card in cards:
             log(f"  neuron L{card.neuron.layer} #{card.neuron.neuron}: {card.label}, kurt {card.moments.kurt:.3g}")
+    if "weight_cards" in done:  # a rerun that lacked only the neuron cards
+        return
     cascade = _cascade_layers(config, len(run.layers))
     evaluator = Evaluator(run.model, model.token_ids, evaluation_windows(
         len(model.token_ids), config.eval.window_len, config.eval.stride, config.eval.drop_first_token),

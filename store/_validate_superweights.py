@@ -226,6 +226,9 @@ def _cross_problems(where: str, attrs: dict[str, object], tables: dict[str, xr.D
         if (records >= tables["weights"].sizes["record"]).any():
             problems.append(f"{where}/weight_cards: names weights record {int(records.max())}, but weights has "
                             f"{tables['weights'].sizes['record']} records")
+    elif "weight_cards" in tables and (tables["weight_cards"]["weights_record"].values >= 0).any():
+        problems.append(f"{where}/weight_cards: names weights records, but the model has no weights table "
+                        "(cards of given or detected weights say -1)")
     if "weights" in tables and "evaluations" in tables:
         n_weights = tables["weights"].sizes["record"]
         beyond = sorted(index for index in _zeroed_records(tables["evaluations"]) if index >= n_weights)

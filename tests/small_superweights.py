@@ -13,6 +13,8 @@ from collections.abc import Mapping
 import numpy as np
 import xarray as xr
 
+from store import CARD_METRICS
+
 THRESHOLD = 50.0
 DENSE_PPL = {"baseline": 10.0, "sw0": 40.0, "sw1": 12.0, "all": 500.0, "all_restored": 11.0}
 ACCURACY = {"baseline": 0.5, "sw0": 0.25, "sw1": 0.45, "all": 0.3, "all_restored": 0.48}
@@ -100,3 +102,101 @@ def router_table(n_layers: int, n_experts: int = 4,
                       coords={"layer": np.arange(n_layers, dtype=np.int32), "expert": np.arange(n_experts, dtype=np.int32)},
                       attrs={"router_samples": 4, "p_active_floor": 0.01, "co_spike_threshold": 0.12,
                              "causal_scoring": False})
+
+
+CARD_LAYERS = (1, 3)  # the cards' layers, in turn: weights_table()'s super weights
+TOKEN_CLASSES = ("digits_years", "punctuation_brackets", "function_words", "capitalised", "whitespace",
+                 "code_symbols")
+WEIGHT_BASELINE = (3.0, 2.5, 1.0, 0.25)  # the weight cards' baseline, by metric
+
+
+def _text(values: list[str]) -> np.ndarray:
+    return np.array(values, dtype=object)
+
+
+def _card_who(n_cards: int) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
+    """Which down projection card i reads: mlp_out of layer CARD_LAYERS[i % 2], no expert."""
+    layers = [CARD_LAYERS[i % len(CARD_LAYERS)] for i in range(n_cards)]
+    return {"tensor": ("card", _text(["mlp_out"] * n_cards)),
+            "parameter": ("card", _text([f"model.layers.{layer}.mlp.down_proj.weight" for layer in layers])),
+            "layer": ("card", np.array(layers, np.int32)), "expert": ("card", np.full(n_cards, -1, np.int32)),
+            "p_active": ("card", np.full(n_cards, np.nan, np.float32))}
+
+
+def _ranked(prefix: str, n_cards: int, top_k: int, first_id: int) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
+    """``{prefix}_id`` first_id + 100 * card + rank, and its ``_tok`` "t<id>" and ``_str`` "s<id>"."""
+    ids = first_id + 100 * np.arange(n_cards, dtype=np.int32)[:, None] + np.arange(top_k, dtype=np.int32)
+    dims = ("card", "rank")
+    return {f"{prefix}_id": (dims, ids.astype(np.int32)),
+            f"{prefix}_tok": (dims, _text([f"t{i}" for i in ids.ravel()]).reshape(ids.shape)),
+            f"{prefix}_str": (dims, _text([f"s{i}" for i in ids.ravel()]).reshape(ids.shape))}
+
+
+def neuron_cards_table(n_cards: int = 2, top_k: int = 3) -> xr.Dataset:
+    """Card i: neuron 11 + i (weights_table()'s columns) of layer CARD_LAYERS[i % 2], source "superweight"
+    for even cards and "asked" for odd ones; up ids 100 * i + rank, down ids 5000 + 100 * i + rank;
+    enrichment in "digits_years" only (score 2.0 + i, count 1, examples ["1999"])."""
+    card, n_classes = np.arange(n_cards), len(TOKEN_CLASSES)
+    rank = np.arange(top_k, dtype=np.float32)
+    score = np.zeros((n_cards, n_classes))
+    score[:, 0] = 2.0 + card
+    count = np.zeros((n_cards, n_classes), np.int32)
+    count[:, 0] = 1
+    examples = np.full((n_cards, n_classes), "[]", dtype=object)
+    examples[:, 0] = json.dumps(["1999"])
+    by_class = ("card", "token_class")
+    return xr.Dataset(
+        {**_card_who(n_cards), "neuron": ("card", (11 + card).astype(np.int32)),
+         "source": ("card", _text(["superweight" if i % 2 == 0 else "asked" for i in range(n_cards)])),
+         "label": ("card", _text(["prediction:digits_years" if i % 2 == 0 else "suppression"
+                                  for i in range(n_cards)])),
+         "var": ("card", 0.5 + card.astype(np.float64)), "skew": ("card", 1.5 + card.astype(np.float64)),
+         "kurt": ("card", 10.0 + card.astype(np.float64)),
+         **{name: ("card", np.full(n_cards, np.nan)) for name in ("cos_var", "cos_skew", "cos_kurt")},
+         **_ranked("up", n_cards, top_k, 0),
+         "up_effect": (("card", "rank"), np.tile(np.float32(3.0) - rank, (n_cards, 1))),
+         **_ranked("down", n_cards, top_k, 5000),
+         "down_effect": (("card", "rank"), np.tile(np.float32(-3.0) + rank, (n_cards, 1))),
+         "enrichment_score": (by_class, score), "enrichment_count": (by_class, count),
+         "enrichment_examples": (by_class, examples)},
+        coords={"card": card.astype(np.int32), "token_class": _text(list(TOKEN_CLASSES))},
+        attrs={"settings": json.dumps({"cards": {"top_k": top_k}, "model": {"dtype": "float32"}}), "top_k": top_k,
+               "cosine": False, "enrichment": True, "enrichment_top": 50, "created": "2026-01-02T00:00:00Z"})
+
+
+def weight_cards_table(n_cards: int = 2, top_k: int = 3, n_windows: int = 4,
+                       cascade_layers: tuple[int, ...] = (0, 2)) -> xr.Dataset:
+    """Card i: weights_table()'s record i (row 3 + i, col 11 + i, weights_record i) in layer CARD_LAYERS[i % 2];
+    baseline WEIGHT_BASELINE for every card; delta (i + 1) * (m + 1) / 2 for metric m, its bootstrap interval
+    delta ± 0.125; gain ids 100 * i + rank, loss ids 5000 + 100 * i + rank; window w scores 60 + w tokens."""
+    card, n_metrics = np.arange(n_cards), len(CARD_METRICS)
+    delta = (card[:, None] + 1) * (np.arange(n_metrics) + 1) / 2.0
+    by_metric, ranked = ("card", "metric"), ("card", "rank")
+    by_layer = ("card", "cascade_layer")
+    n_layers = len(cascade_layers)
+    window_baseline = np.array(WEIGHT_BASELINE) + 0.01 * np.arange(n_windows)[:, None]
+    return xr.Dataset(
+        {**_card_who(n_cards), "row": ("card", (3 + card).astype(np.int32)),
+         "col": ("card", (11 + card).astype(np.int32)),
+         "value": ("card", np.array([[-1.875, 0.1][i % 2] for i in range(n_cards)], np.float32)),
+         "weights_record": ("card", card.astype(np.int32)),
+         "random_row": ("card", (7 + card).astype(np.int32)), "random_col": ("card", (2 + card).astype(np.int32)),
+         "baseline": (by_metric, np.tile(WEIGHT_BASELINE, (n_cards, 1))), "delta": (by_metric, delta),
+         "random_coord_delta": (by_metric, delta / 100), "neuron_zero_delta": (by_metric, delta * 2),
+         "bootstrap_mean": (by_metric, delta + 0.01), "ci_low": (by_metric, delta - 0.125),
+         "ci_high": (by_metric, delta + 0.125),
+         **_ranked("gain", n_cards, top_k, 0),
+         "gain_delta_prob": (ranked, np.tile(0.1 / (1.0 + np.arange(top_k)), (n_cards, 1))),
+         **_ranked("loss", n_cards, top_k, 5000),
+         "loss_delta_prob": (ranked, np.tile(-0.1 / (1.0 + np.arange(top_k)), (n_cards, 1))),
+         "cascade_entropy": (by_layer, np.full((n_cards, n_layers), 0.75)),
+         "cascade_margin": (by_layer, np.full((n_cards, n_layers), -0.5)),
+         "window_tokens": ("window", np.arange(60, 60 + n_windows, dtype=np.int64)),
+         "window_baseline": (("window", "metric"), window_baseline),
+         "window_delta": (("card", "window", "metric"), np.repeat(delta[:, None, :], n_windows, axis=1))},
+        coords={"card": card.astype(np.int32), "metric": _text(list(CARD_METRICS)),
+                "cascade_layer": np.array(cascade_layers, np.int32)},
+        attrs={"settings": json.dumps({"cards": {"top_k": top_k}, "model": {"dtype": "float32"}}),
+               "text": "wikitext", "n_tokens": int(np.arange(60, 60 + n_windows).sum()), "n_windows": n_windows,
+               "window_len": 64, "stride": 64, "drop_first_token": True, "margin_k": 5, "bootstrap": 200,
+               "confidence": 0.95, "seed": 0, "weights_from": "store", "created": "2026-01-02T00:00:00Z"})

@@ -59,9 +59,9 @@ def test_stopword_mask() -> None:
 
 def test_all_digit_top_set_scores_by_hand() -> None:
     results = _by_class([3, 4, 17])
-    # n_top = 3, k = 3, K = 3, V = 33: log2((3.5 / 4) / (3.5 / 34)) = log2(8.5)
-    assert results["digits_years"].score == pytest.approx(math.log2(8.5))
-    assert results["digits_years"].score == pytest.approx(3.0874628412503395)
+    # n_top = 3, k = 3, K = 3, V = 33, p0 = 3.5 / 34: log2(((3 + p0) / 4) / p0) = log2((102 + 3.5) / (4 * 3.5))
+    assert results["digits_years"].score == pytest.approx(math.log2(105.5 / 14))
+    assert results["digits_years"].score == pytest.approx(2.913744266649581)
     assert results["digits_years"].count == 3
     assert results["digits_years"].examples == ("1999", " 2020", " 42")
 
@@ -69,19 +69,18 @@ def test_all_digit_top_set_scores_by_hand() -> None:
 def test_absent_class_scores_negative_and_finite() -> None:
     results = _by_class([3, 4, 17])
     punctuation = results["punctuation_brackets"]
-    # k = 0, K = 10: log2((0.5 / 4) / (10.5 / 34)) = log2(34 / 84)
-    assert punctuation.score == pytest.approx(math.log2(34 / 84))
-    assert punctuation.score == pytest.approx(-1.304854581528421)
+    # k = 0: log2((p0 / 4) / p0) = log2(1 / 4), whatever K
+    assert punctuation.score == pytest.approx(-2.0)
     assert punctuation.count == 0 and punctuation.examples == ()
 
 
 def test_mixed_top_set_scores_by_hand() -> None:
     results = _by_class([9, 0, 13, 18])
-    # whitespace: n_top = 4, k = 2, K = 3: log2((2.5 / 5) / (3.5 / 34)) = log2(34 / 7)
-    assert results["whitespace"].score == pytest.approx(math.log2(34 / 7))
+    # whitespace: n_top = 4, k = 2, K = 3, p0 = 3.5 / 34: log2(((2 + p0) / 5) / p0) = log2((68 + 3.5) / (5 * 3.5))
+    assert results["whitespace"].score == pytest.approx(math.log2(71.5 / 17.5))
     assert results["whitespace"].examples == ("\n", "\t")
-    # function_words: k = 1, K = 6: log2((1.5 / 5) / (6.5 / 34))
-    assert results["function_words"].score == pytest.approx(math.log2(0.3 * 34 / 6.5))
+    # function_words: k = 1, K = 6, p0 = 6.5 / 34: log2(((1 + p0) / 5) / p0) = log2((34 + 6.5) / (5 * 6.5))
+    assert results["function_words"].score == pytest.approx(math.log2(40.5 / 32.5))
 
 
 def test_examples_in_top_order_and_capped() -> None:
@@ -95,3 +94,13 @@ def test_examples_in_top_order_and_capped() -> None:
 def test_bad_top_ids_raise(top_ids: list[int]) -> None:
     with pytest.raises(ValueError, match="top_ids"):
         enrichment(np.array(top_ids, dtype=np.int64), class_masks(VOCAB), VOCAB)
+
+
+def test_a_rare_class_absent_from_the_top_tokens_scores_below_zero() -> None:
+    """With add-half counts on both shares, a class of 2 tokens in 50,000 and none among 100 top tokens scored
+    +6.6 (enriched); one pseudo-token at the vocabulary's rate gives log2(1 / 101)."""
+    decoded = ["7", "8"] + [f" word{index}" for index in range(49_998)]
+    masks = class_masks(decoded)
+    results = {found.token_class: found for found in enrichment(np.arange(2, 102), masks, decoded)}
+    assert results["digits_years"].count == 0
+    assert results["digits_years"].score == pytest.approx(math.log2(1 / 101))

@@ -5,6 +5,7 @@ Tables follow the item protocol (tests/store/test_items.py): written whole, then
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -15,14 +16,18 @@ import xarray as xr
 import zarr
 from small_superweights import (
     DENSE_PPL,
+    TOKEN_CLASSES,
     detection_table,
     evaluations_table,
     model_attributes,
+    neuron_cards_table,
     router_table,
+    weight_cards_table,
     weights_table,
 )
 
 from store import (
+    CARD_METRICS,
     SUMMARY_TABLE,
     ConfigError,
     ContractError,
@@ -219,3 +224,142 @@ def test_xarray_opens_the_store_as_a_datatree(location: StoreLocation) -> None:
     assert set(tree["superweights"].children) == {"dense", "moe", SUMMARY_TABLE}
     np.testing.assert_array_equal(tree["superweights/dense/weights"]["layer"].values, [1, 3])
     assert tree["superweights/moe/router"].dataset.sizes == {"layer": 6, "expert": 4}
+
+
+CARD_TABLES = {"neuron_cards": neuron_cards_table, "weight_cards": weight_cards_table}
+
+
+def _card_attributes() -> dict[str, object]:
+    """A model node made by the vocabulary analyses alone: the provenance, no builder "settings"."""
+    return {name: value for name, value in model_attributes().items() if name != "settings"}
+
+
+def _write_cards(location: StoreLocation, label: str) -> None:
+    write_table(location, label, "neuron_cards", neuron_cards_table())
+    write_table(location, label, "weight_cards", weight_cards_table())
+
+
+def test_card_tables_round_trip_beside_the_other_tables(location: StoreLocation) -> None:
+    _dense_model(location)
+    _write_cards(location, "dense")
+    assert complete_tables(location, "dense") == {"detection", "weights", "evaluations", "neuron_cards",
+                                                  "weight_cards"}
+    for table, make in CARD_TABLES.items():
+        written, stored = make(), read_table(location, "dense", table)
+        xr.testing.assert_equal(stored, written)
+        assert {name: stored[name].dtype for name in stored.variables} == \
+               {name: written[name].dtype for name in written.variables}
+        assert stored.attrs == {**written.attrs, "complete": True}
+        assert list(stored.data_vars) == list(written.data_vars)
+    neurons = read_table(location, "dense", "neuron_cards")
+    assert neurons["token_class"].values.tolist() == list(TOKEN_CLASSES)
+    assert neurons["up_tok"].values.tolist() == [["t0", "t1", "t2"], ["t100", "t101", "t102"]]
+    examples = neurons["enrichment_examples"].sel(card=1, token_class="digits_years").item()
+    assert type(examples) is str and json.loads(examples) == ["1999"]
+    assert neurons["source"].values.tolist() == ["superweight", "asked"]
+    cards = read_table(location, "dense", "weight_cards")
+    assert cards["metric"].values.tolist() == ["loss", "entropy", "topk_margin", "stopword_mass"] == list(CARD_METRICS)
+    assert cards.sizes == {"card": 2, "metric": 4, "rank": 3, "cascade_layer": 2, "window": 4}
+    assert "rank" not in cards.coords and "window" not in cards.coords
+    assert cards["cascade_layer"].values.tolist() == [0, 2] and cards["layer"].values.tolist() == [1, 3]
+    assert cards["window_tokens"].values.tolist() == [60, 61, 62, 63]
+    assert float(cards["ci_high"].sel(card=1, metric="entropy")) == 2.125
+    assert json.loads(cards.attrs["settings"])["cards"]["top_k"] == 3
+    _validate(location)
+
+
+def test_a_node_with_card_tables_only_needs_no_settings(local_location: StoreLocation) -> None:
+    location = local_location
+    prepare_superweights(location, "cards", _card_attributes())
+    _write_cards(location, "cards")
+    assert "settings" not in model_attrs(location, "cards")
+    _validate(location)
+    write_table(location, "cards", "weights", weights_table())  # now a super-weight build's table: settings needed
+    consolidate(location)
+    with pytest.raises(ContractError, match=r"superweights/cards: attrs lack \['settings'\]") as raised:
+        validate_store(location)
+    assert "weight_cards" not in str(raised.value)  # its records 0 and 1 are weights records
+
+
+def test_a_card_node_still_needs_its_provenance(local_location: StoreLocation) -> None:
+    location = local_location
+    attrs = _card_attributes()
+    del attrs["model_id"]
+    prepare_superweights(location, "cards", attrs)
+    _write_cards(location, "cards")
+    consolidate(location)
+    with pytest.raises(ContractError, match=r"superweights/cards: attrs lack \['model_id'\]"):
+        validate_store(location)
+
+
+def _set(table: xr.Dataset, name: str, index: tuple[int, ...], value: object) -> xr.Dataset:
+    """``table`` with one element of variable ``name`` changed."""
+    values = table[name].values.copy()
+    values[index] = value
+    return table.assign({name: (table[name].dims, values)})
+
+
+def _without_attr(table: xr.Dataset, name: str) -> xr.Dataset:
+    table = table.copy(deep=True)
+    del table.attrs[name]
+    return table
+
+
+BROKEN_CARDS = [
+    ("weight_cards", lambda t: t.isel(metric=[1, 0, 2, 3]),
+     (r"'metric' is \['entropy', 'loss', 'topk_margin', 'stopword_mass'\], "
+      r"expected \['loss', 'entropy', 'topk_margin', 'stopword_mass'\]")),
+    ("weight_cards", lambda t: _set(t, "ci_low", (1, 2), 9.0), r"'ci_low' lies above 'ci_high' somewhere"),
+    ("neuron_cards", lambda t: _set(t, "tensor", (1,), "mlp_in"),
+     r"'tensor' holds 'mlp_in', expected one of \['mlp_out', 'expert_out', 'shared_expert_out'\]"),
+    ("weight_cards", lambda t: _set(t, "tensor", (0,), "mlp_in"), r"'tensor' holds 'mlp_in'"),
+    ("neuron_cards", lambda t: _set(t, "source", (0,), "random"),
+     r"'source' holds 'random', expected one of \['superweight', 'asked'\]"),
+    ("neuron_cards", lambda t: _set(t, "up_id", (1, 2), -1), r"'up_id' holds -1, below 0"),
+    ("weight_cards", lambda t: _set(t, "window_tokens", (3,), 0), r"'window_tokens' holds 0, below 1"),
+    ("neuron_cards", lambda t: t.drop_vars("kurt"), r"variable 'kurt' is missing"),
+    ("weight_cards", lambda t: _without_attr(t, "bootstrap"), r"attrs lack 'bootstrap'"),
+]
+
+
+@pytest.mark.parametrize(("table", "change", "named"), BROKEN_CARDS)
+def test_a_broken_card_table_is_refused_and_named(local_location: StoreLocation, table: str,
+                                                  change: Callable[[xr.Dataset], xr.Dataset], named: str) -> None:
+    """write_table refuses it (nothing is committed); written past it, the validator names it."""
+    location = local_location
+    prepare_superweights(location, "cards", _card_attributes())
+    broken = change(CARD_TABLES[table]())
+    with pytest.raises(ContractError, match=rf"'superweights/cards/{table}' breaks the schema: .*{named}"):
+        write_table(location, "cards", table, broken)
+    assert complete_tables(location, "cards") == set()
+    write_item(location, f"superweights/cards/{table}", broken)
+    consolidate(location)
+    with pytest.raises(ContractError, match=rf"superweights/cards/{table}: {named}"):
+        validate_store(location)
+
+
+@pytest.mark.parametrize(("records", "named"), [((0, 5), 5), ((0, 2), 2)])
+def test_a_weight_card_naming_a_missing_weights_record_is_named(local_location: StoreLocation,
+                                                                records: tuple[int, ...], named: int) -> None:
+    location = local_location
+    _dense_model(location)  # weights: 2 records
+    cards = weight_cards_table().assign(weights_record=("card", np.array(records, np.int32)))
+    write_table(location, "dense", "weight_cards", cards)  # the table alone follows the schema
+    assert "weight_cards" in complete_tables(location, "dense")
+    consolidate(location)
+    with pytest.raises(ContractError, match=rf"superweights/dense/weight_cards: names weights record {named}, "
+                                            r"but weights has 2 records"):
+        validate_store(location)
+
+
+def test_prepare_without_replace_keeps_an_existing_nodes_attributes(local_location: StoreLocation) -> None:
+    location = local_location
+    prepare_superweights(location, "new", {**_card_attributes(), "dtype": "bfloat16"}, replace=False)
+    assert model_attrs(location, "new")["dtype"] == "bfloat16"  # a new node gets them
+    prepare_superweights(location, "m", model_attributes())
+    prepare_superweights(location, "m", {**_card_attributes(), "dtype": "bfloat16", "device": "cuda"}, replace=False)
+    kept = model_attrs(location, "m")
+    assert kept["dtype"] == "float32" and kept["device"] == "cpu" and "settings" in kept
+    prepare_superweights(location, "m", {**model_attributes(), "dtype": "bfloat16"})  # replace=True, the default
+    assert model_attrs(location, "m")["dtype"] == "bfloat16"
+    assert model_attrs(location, "m")["model_id"] == "tiny/LlamaForCausalLM"
