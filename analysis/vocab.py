@@ -43,6 +43,7 @@ from store import (
     resolve_location,
     superweight_labels,
 )
+from store._options import check_path_text
 
 Cards = dict[str, dict[str, xr.Dataset]]
 EXPORT_FORMAT = "activation-vocab-export"  # run_config.json says it: a folder we may write into again
@@ -232,6 +233,7 @@ def _parser() -> argparse.ArgumentParser:
 def _location(given: dict[str, Any]) -> StoreLocation:
     """The store, which need not exist yet (the builder creates it); a catalog name is resolved, read-only."""
     options = parse_storage_options(given.get("storage_options", []))
+    check_path_text(given["store"], "store")
     if given["store"] in load_catalog():
         return resolve_location(given["store"], options, None)
     location = StoreLocation(given["store"], options)

@@ -18,6 +18,7 @@ from builders._item_configs import CaptureModelConfig
 from builders._superweight_configs import DetectConfig, MoeConfig, RunOptions, _fraction
 from store.errors import ConfigError
 
+AUTO = "auto"
 # --dataset wikitext-2 (the old script's default) names WikiText-2's raw test split on the hub
 _HUB_ALIASES = {"wikitext-2": ("wikitext", "wikitext-2-raw-v1", "test"),
                 "wikitext-103": ("wikitext", "wikitext-103-raw-v1", "test")}
@@ -95,8 +96,8 @@ class CardsConfig:
     enable_cascade: bool = False
     """Weight cards get the entropy and top-k margin deltas at intermediate layers through the logit lens."""
 
-    cascade_layers: list[int] = field(default_factory=list)
-    """Layers of the cascade; default: about 8 evenly spaced, and the last."""
+    cascade_layers: list[str] = field(default_factory=lambda: [AUTO])
+    """Layers of the cascade: auto (about 8 evenly spaced, and the last) or layer numbers."""
 
     margin_k: int = 2
     """top-k margin: the probability of the most likely next token minus that of the k-th most likely."""
@@ -117,8 +118,10 @@ class CardsConfig:
         if isinstance(self.bootstrap, bool) or not isinstance(self.bootstrap, int) or self.bootstrap < 0:
             raise ConfigError(f"cards.bootstrap must be 0 or a positive whole number, got {self.bootstrap!r}; "
                               "pass e.g. --cards.bootstrap 500")
-        if any(isinstance(layer, bool) or not isinstance(layer, int) or layer < 0 for layer in self.cascade_layers):
-            raise ConfigError(f"cards.cascade_layers must be layer numbers from 0, got {self.cascade_layers!r}")
+        if self.cascade_layers != [AUTO] and not (self.cascade_layers and all(
+                str(layer).isdigit() for layer in self.cascade_layers)):
+            raise ConfigError(f"cards.cascade_layers must be auto or layer numbers from 0, got {self.cascade_layers!r}; "
+                              "pass e.g. --cards.cascade_layers 0,4,8")
         self.confidence = _fraction("cards.confidence", self.confidence)
         if not 0 < self.confidence < 1:
             raise ConfigError(f"cards.confidence must lie strictly between 0 and 1, got {self.confidence!r}; "

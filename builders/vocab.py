@@ -32,7 +32,7 @@ from builders._superweight_run import ModelRun, run_detection, run_router, store
 from builders._superweight_tables import model_provenance
 from builders._superweight_text import calibration_rows, leading_tokens, router_texts
 from builders._vocab_classes import stopword_mask
-from builders._vocab_configs import VocabConfig
+from builders._vocab_configs import AUTO, VocabConfig
 from builders._vocab_interventions import Evaluator, default_cascade_layers, evaluation_windows
 from builders._vocab_neurons import vocabulary
 from builders._vocab_run import GIVEN, card_neurons, given_weights, neuron_cards, p_active, weight_cards
@@ -51,8 +51,10 @@ from store import (
     model_attrs,
     prepare_superweights,
     read_table,
+    remove_card_tables,
     reporting_write_faults,
     slot_key,
+    structure_lease,
     superweight_labels,
     write_table,
 )
@@ -187,8 +189,8 @@ def run(config: VocabConfig) -> int:
             written = model.label in superweight_labels(location)
         finally:
             _release_memory()
-        if written:
-            with reporting_write_faults(location):
+        if written:  # after each model, so that a later failure or kill keeps a valid store
+            with reporting_write_faults(location), structure_lease(location, "consolidate after the cards"):
                 consolidate(location)
     if not config.quiet:
         print(f"Store: {location.display()} (group 'superweights'). Read or export the cards: "
@@ -250,7 +252,9 @@ def _cards(config: VocabConfig, location: StoreLocation, model: _Model, run: Mod
            records: list[int], routing: Any) -> None:
     label, log = model.label, (print if config.verbose else (lambda line: None))
     prepare_superweights(location, label, model_provenance(model.source, model.model_config, run), replace=False)
-    done = set() if config.overwrite else complete_tables(location, label)
+    if config.overwrite:  # both go first: a crash must not leave new neuron cards beside old weight cards
+        remove_card_tables(location, label)
+    done = complete_tables(location, label)
     vocab = vocabulary(run.model, run.tokenizer)
     settings = json.dumps(model.settings, sort_keys=True)
     if "neuron_cards" not in done:
@@ -278,7 +282,8 @@ def _cards(config: VocabConfig, location: StoreLocation, model: _Model, run: Mod
 def _cascade_layers(config: VocabConfig, n_layers: int) -> list[int]:
     if not config.cards.enable_cascade:
         return []
-    layers = config.cards.cascade_layers or default_cascade_layers(n_layers)
+    asked = config.cards.cascade_layers
+    layers = default_cascade_layers(n_layers) if asked == [AUTO] else [int(layer) for layer in asked]
     beyond = [layer for layer in layers if layer >= n_layers]
     if beyond:
         raise ConfigError(f"cards.cascade_layers {beyond!r} are past the model's last layer {n_layers - 1}; "

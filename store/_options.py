@@ -87,8 +87,8 @@ def parse_storage_options(items: Iterable[str]) -> dict[str, Any]:
 
 def check_output_path(text: str, what: str, folder: bool = False) -> Path:
     """An output file (or folder) that can be created: refused now, before any work, if it cannot."""
+    check_path_text(text, what)  # first: expanduser raises RuntimeError on ~ of an unknown user
     path = Path(text).expanduser()
-    check_path_text(text, what)
     existing = next((p for p in (path, *path.parents) if p.exists()), Path("/"))
     if existing == path and path.is_dir() != folder:
         raise ConfigError(f"{what} {text!r} is {'a file' if folder else 'a folder'}; pass a "

@@ -256,6 +256,13 @@ def remove_superweights_model(location: StoreLocation, label: str) -> None:
     location.remove_subtree(f"{SUPERWEIGHTS_GROUP}/{label}")
 
 
+def remove_card_tables(location: StoreLocation, label: str) -> None:
+    """Delete model ``label``'s card tables (``--overwrite`` of the vocabulary analyses; its lease is held)."""
+    check_label(label)
+    for table in CARD_TABLES:
+        location.remove_subtree(_table_path(label, table))
+
+
 def ablation_perplexities(evaluations: xr.Dataset) -> pd.Series:
     """Ablation -> perplexity, in stored order (of the first text source, should there be several)."""
     frame = evaluations.to_dataframe()

@@ -14,9 +14,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tiny_models import save_tiny_model  # noqa: E402
+import torch
+from tiny_models import FAMILIES, PLANTED, plant_super_weight, save_model, save_tiny_model
 
-from store import StoreLocation  # noqa: E402
+from store import StoreLocation
 
 BUCKET = "activations"
 
@@ -52,6 +53,30 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path
         return cache[family]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def planted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny models with a super weight planted at tiny_models.PLANTED (layer 2, row 7, col 11; expert 1 for MoE)."""
+    layer, row, col, expert = PLANTED
+    folders = {}
+    for family in ("llama", "gpt2", "gpt_neox", "mixtral"):
+        torch.manual_seed(0)
+        model = FAMILIES[family]()
+        plant_super_weight(model, layer, row, col, expert=expert)
+        with contextlib.redirect_stderr(io.StringIO()):  # transformers' "Writing model shards" bar
+            folders[family] = save_model(model, tmp_path_factory.mktemp(f"planted-{family}"))
+    return folders
+
+
+@pytest.fixture(scope="session")
+def text_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Plain English text, a few thousand bytes (the byte tokenizer makes one token of each)."""
+    from pydoc_data.topics import topics
+
+    path = tmp_path_factory.mktemp("text") / "text.txt"
+    path.write_text("\n\n".join(list(topics.values())[:3])[:6000], encoding="utf-8")
+    return path
 
 
 @pytest.fixture(scope="session")

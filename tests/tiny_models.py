@@ -119,6 +119,9 @@ def save_tiny_model(family: str, folder: Path, seed: int = 0, tokenizer: Any = N
     return save_model(FAMILIES[family](), folder, tokenizer)
 
 
+PLANTED = (2, 7, 11, 1)  # layer, row, col and (MoE) expert of the super weight in conftest's ``planted`` models
+
+
 def plant_super_weight(model: Any, layer: int, row: int, col: int, expert: int = 0, value: float = 5.0) -> None:
     """Plant a super weight ``W[row, col]`` (Hugging Face layout) in ``layer``'s MLP down projection.
 
@@ -153,7 +156,7 @@ def plant_super_weight(model: Any, layer: int, row: int, col: int, expert: int =
 
 def _mlp(model: Any, layer: int) -> Any:
     body = model.base_model
-    blocks = getattr(body, "layers", None) or getattr(body, "h")
+    blocks = getattr(body, "layers", None) or body.h
     return blocks[layer].mlp
 
 

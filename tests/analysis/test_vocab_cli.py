@@ -21,18 +21,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import xarray as xr
 from conftest import BUCKET
 from small_stores import tree_digest
 
 from analysis import vocab
 from store import StoreLocation, complete_tables, read_table, validate_store
-from tests.tiny_models import FAMILIES, plant_super_weight, save_model
+from tests.tiny_models import PLANTED
 
 Runner = Callable[..., tuple[int, str, str]]
 REPO = Path(__file__).resolve().parents[2]
-LAYER, ROW, COL, EXPERT = 2, 7, 11, 1
+LAYER, ROW, COL, EXPERT = PLANTED
 METRICS = ("loss", "entropy", "topk_margin", "stopword_mass")
 TOP_K = 20  # the builder's default --cards.top_k
 EVAL_FLAGS = ("--tokens", "512", "--window-len", "64", "--stride", "32")
@@ -42,29 +41,6 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 # Fixtures -------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def planted_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A tiny Llama and a tiny Mixtral with a super weight planted at (layer 2, row 7, col 11), expert 1 for MoE."""
-    folders = {}
-    for family in ("llama", "mixtral"):
-        torch.manual_seed(0)
-        model = FAMILIES[family]()
-        plant_super_weight(model, LAYER, ROW, COL, expert=EXPERT)
-        with contextlib.redirect_stderr(io.StringIO()):  # transformers' "Writing model shards" bar
-            folders[family] = save_model(model, tmp_path_factory.mktemp(f"planted-{family}"))
-    return folders
-
-
-@pytest.fixture(scope="session")
-def text_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Plain English text, a few thousand bytes (the byte tokenizer makes one token of each)."""
-    from pydoc_data.topics import topics
-
-    path = tmp_path_factory.mktemp("text") / "text.txt"
-    path.write_text("\n\n".join(list(topics.values())[:3])[:6000], encoding="utf-8")
-    return path
 
 
 def exit_status(*args: str | Path) -> int:
@@ -108,16 +84,16 @@ def computed_store(folder: Path, *flags: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def full_store(tmp_path_factory: pytest.TempPathFactory, planted_models: dict[str, Path], text_file: Path) -> Path:
+def full_store(tmp_path_factory: pytest.TempPathFactory, planted: dict[str, Path], text_file: Path) -> Path:
     """The planted Llama's cards with every optional part (cosine, enrichment, cascade, bootstrap); read only."""
     return computed_store(tmp_path_factory.mktemp("full"),
-                          *builder_flags(planted_models["llama"], text_file, *EVAL_FLAGS, *OPTIONAL_FLAGS))
+                          *builder_flags(planted["llama"], text_file, *EVAL_FLAGS, *OPTIONAL_FLAGS))
 
 
 @pytest.fixture(scope="module")
-def plain_store(tmp_path_factory: pytest.TempPathFactory, planted_models: dict[str, Path], text_file: Path) -> Path:
+def plain_store(tmp_path_factory: pytest.TempPathFactory, planted: dict[str, Path], text_file: Path) -> Path:
     """The planted Llama's cards without the optional parts; read only (copy it before writing)."""
-    return computed_store(tmp_path_factory.mktemp("plain"), *builder_flags(planted_models["llama"], text_file,
+    return computed_store(tmp_path_factory.mktemp("plain"), *builder_flags(planted["llama"], text_file,
                                                                            *EVAL_FLAGS))
 
 
@@ -131,8 +107,8 @@ def full_export(tmp_path_factory: pytest.TempPathFactory, full_store: Path) -> P
 
 
 @pytest.fixture
-def llama_label(planted_models: dict[str, Path]) -> str:
-    return planted_models["llama"].name
+def llama_label(planted: dict[str, Path]) -> str:
+    return planted["llama"].name
 
 
 # Helpers --------------------------------------------------------------------------
@@ -279,11 +255,11 @@ def test_the_csv_summaries_equal_the_stored_tables(full_store: Path, full_export
 
 
 def test_the_run_config_summary_and_readme_describe_the_run(full_store: Path, full_export: Path,
-                                                            llama_label: str, planted_models: dict[str, Path],
+                                                            llama_label: str, planted: dict[str, Path],
                                                             text_file: Path) -> None:
     config = json.loads((full_export / "run_config.json").read_text(encoding="utf-8"))
     assert config["format"] == "activation-vocab-export"
-    assert (config["models"], config["dataset"]) == ([str(planted_models["llama"])], str(text_file))
+    assert (config["models"], config["dataset"]) == ([str(planted["llama"])], str(text_file))
     assert (config["tokens"], config["window_len"], config["stride"], config["bootstrap"]) == (512, 64, 32, 50)
     assert config["enable_cosine"] is config["enable_cascade"] is config["enable_enrichment"] is True
     weights = cards_table(full_store, llama_label, "weight_cards")
@@ -333,11 +309,11 @@ def test_without_the_optional_flags_the_optional_card_parts_are_absent(plain_sto
 # 3. Reruns -------------------------------------------------------------------------
 
 
-def test_a_rerun_does_nothing_other_settings_need_overwrite(plain_store: Path, planted_models: dict[str, Path],
+def test_a_rerun_does_nothing_other_settings_need_overwrite(plain_store: Path, planted: dict[str, Path],
                                                            text_file: Path, llama_label: str, tmp_path: Path,
                                                            vocab_cli: Runner) -> None:
     store = Path(shutil.copytree(plain_store, tmp_path / "rerun.zarr"))
-    flags = builder_flags(planted_models["llama"], text_file, *EVAL_FLAGS)
+    flags = builder_flags(planted["llama"], text_file, *EVAL_FLAGS)
     before = tree_digest(store)
     code, out, err = vocab_cli(store, *flags)
     assert code == 0, err
@@ -365,13 +341,13 @@ def test_a_rerun_does_nothing_other_settings_need_overwrite(plain_store: Path, p
 
 @pytest.mark.parametrize("weights", [["2,7,11"], ["2,7,11", "1,3,4"]])
 def test_given_weights_are_carded_in_order_without_detection(
-        weights: list[str], planted_models: dict[str, Path], text_file: Path, llama_label: str, tmp_path: Path,
+        weights: list[str], planted: dict[str, Path], text_file: Path, llama_label: str, tmp_path: Path,
         vocab_cli: Runner, monkeypatch: pytest.MonkeyPatch) -> None:
     from builders import vocab as builder
 
     monkeypatch.setattr(builder, "run_detection", lambda *args: pytest.fail("detection ran for given weights"))
     store = tmp_path / "given.zarr"
-    code, _, err = vocab_cli(store, *builder_flags(planted_models["llama"], text_file, *EVAL_FLAGS),
+    code, _, err = vocab_cli(store, *builder_flags(planted["llama"], text_file, *EVAL_FLAGS),
                              "--weights", *weights)
     assert code == 0, err
     expected = [tuple(int(number) for number in weight.split(",")) for weight in weights]
@@ -405,9 +381,9 @@ def test_given_weights_are_carded_in_order_without_detection(
                  "pass --eval.window_len 32 --eval.stride 16", id="bootstrap-of-one-window"),
 ])
 def test_bad_parameters_are_one_error_line_with_the_fix_and_no_store(
-        flags: list[str], suggestion: str, planted_models: dict[str, Path], text_file: Path, tmp_path: Path,
+        flags: list[str], suggestion: str, planted: dict[str, Path], text_file: Path, tmp_path: Path,
         vocab_cli: Runner) -> None:
-    model = planted_models["llama"]
+    model = planted["llama"]
     positions = json.loads((model / "config.json").read_text(encoding="utf-8"))["max_position_embeddings"]
     text_tokens = len(text_file.read_bytes()) + 1  # one token a byte, and the EOS that ends the document
     store = tmp_path / "bad.zarr"
@@ -423,7 +399,7 @@ def test_bad_parameters_are_one_error_line_with_the_fix_and_no_store(
 
 
 def test_an_expert_weight_gets_its_expert_and_routing_probability(
-        planted_models: dict[str, Path], text_file: Path, tmp_path: Path, vocab_cli: Runner,
+        planted: dict[str, Path], text_file: Path, tmp_path: Path, vocab_cli: Runner,
         monkeypatch: pytest.MonkeyPatch) -> None:
     from builders import vocab as builder
 
@@ -436,7 +412,7 @@ def test_an_expert_weight_gets_its_expert_and_routing_probability(
 
     monkeypatch.setattr(builder, "run_router", counted_router)
     store = tmp_path / "moe.zarr"
-    code, _, err = vocab_cli(store, *builder_flags(planted_models["mixtral"], text_file, *EVAL_FLAGS),
+    code, _, err = vocab_cli(store, *builder_flags(planted["mixtral"], text_file, *EVAL_FLAGS),
                              "--weights", f"{LAYER},{ROW},{COL},{EXPERT}")
     assert code == 0, err
     assert len(routers) == 1  # a router analysis ran: the store had no router table
@@ -451,7 +427,7 @@ def test_an_expert_weight_gets_its_expert_and_routing_probability(
     [neuron] = vocab.neuron_cards(str(store))
     assert (neuron["layer"], neuron["neuron"], neuron["expert"]) == (LAYER, COL, EXPERT)
     assert neuron["parameter"] == weight["parameter"]
-    assert cards_table(store, planted_models["mixtral"].name, "neuron_cards").tensor.values.tolist() == ["expert_out"]
+    assert cards_table(store, planted["mixtral"].name, "neuron_cards").tensor.values.tolist() == ["expert_out"]
     assert neuron["p_active"] == pytest.approx(routed, rel=1e-6)
     validate_store(StoreLocation(str(store)))
 
@@ -459,11 +435,11 @@ def test_an_expert_weight_gets_its_expert_and_routing_probability(
 # 7. S3 ------------------------------------------------------------------------------------
 
 
-def test_cards_on_s3_equal_a_local_run(planted_models: dict[str, Path], text_file: Path, plain_store: Path,
+def test_cards_on_s3_equal_a_local_run(planted: dict[str, Path], text_file: Path, plain_store: Path,
                                        s3_options: dict[str, object], vocab_cli: Runner) -> None:
     url = f"s3://{BUCKET}/vocab-e2e.zarr"
     code, _, err = vocab_cli(url, "--storage_options", f"endpoint_url={s3_options['endpoint_url']}",
-                             *builder_flags(planted_models["llama"], text_file, *EVAL_FLAGS))
+                             *builder_flags(planted["llama"], text_file, *EVAL_FLAGS))
     assert code == 0, err
     remote = vocab.weight_cards(url, storage_options=s3_options)
     local = vocab.weight_cards(str(plain_store))

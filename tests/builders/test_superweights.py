@@ -16,34 +16,11 @@ from builders import superweights
 from builders._cli import parse_config
 from builders._superweight_configs import SuperweightsConfig
 from store import StoreLocation, complete_tables, read_table, validate_store
-from tests.tiny_models import FAMILIES, plant_super_weight, save_model
+from tests.tiny_models import PLANTED, plant_super_weight, save_model
 
 Runner = Callable[..., tuple[int, str, str]]
 TASKS = Path(__file__).resolve().parents[1] / "data" / "tasks"
-LAYER, ROW, COL, EXPERT = 2, 7, 11, 1
-PLANTED = ("llama", "gpt2", "gpt_neox", "mixtral")
-
-
-@pytest.fixture(scope="session")
-def planted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Tiny models with a super weight planted at (layer 2, row 7, col 11), expert 1 for MoE."""
-    folders = {}
-    for family in PLANTED:
-        torch.manual_seed(0)
-        model = FAMILIES[family]()
-        plant_super_weight(model, LAYER, ROW, COL, expert=EXPERT)
-        folders[family] = save_model(model, tmp_path_factory.mktemp(f"planted-{family}"))
-    return folders
-
-
-@pytest.fixture(scope="session")
-def text_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Plain English text, a few thousand bytes (the byte tokenizer makes one token of each)."""
-    from pydoc_data.topics import topics
-
-    path = tmp_path_factory.mktemp("text") / "text.txt"
-    path.write_text("\n\n".join(list(topics.values())[:3])[:6000], encoding="utf-8")
-    return path
+LAYER, ROW, COL, EXPERT = PLANTED
 
 
 @pytest.fixture

@@ -239,7 +239,10 @@ def _write_cards(location: StoreLocation, label: str) -> None:
     write_table(location, label, "weight_cards", weight_cards_table())
 
 
-def test_card_tables_round_trip_beside_the_other_tables(location: StoreLocation) -> None:
+def test_card_tables_round_trip_beside_the_other_tables(local_location: StoreLocation) -> None:
+    """Local only: the tables go through the same item writer as the others (their S3 round trip is tested
+    above), and tests/analysis/test_vocab_cli.py builds and validates cards on S3 end to end."""
+    location = local_location
     _dense_model(location)
     _write_cards(location, "dense")
     assert complete_tables(location, "dense") == {"detection", "weights", "evaluations", "neuron_cards",
@@ -271,14 +274,24 @@ def test_card_tables_round_trip_beside_the_other_tables(location: StoreLocation)
 def test_a_node_with_card_tables_only_needs_no_settings(local_location: StoreLocation) -> None:
     location = local_location
     prepare_superweights(location, "cards", _card_attributes())
-    _write_cards(location, "cards")
+    write_table(location, "cards", "neuron_cards", neuron_cards_table())
+    given = weight_cards_table().assign(weights_record=("card", np.full(2, -1, np.int32)))  # no weights table
+    write_table(location, "cards", "weight_cards", given)
     assert "settings" not in model_attrs(location, "cards")
     _validate(location)
     write_table(location, "cards", "weights", weights_table())  # now a super-weight build's table: settings needed
     consolidate(location)
     with pytest.raises(ContractError, match=r"superweights/cards: attrs lack \['settings'\]") as raised:
         validate_store(location)
-    assert "weight_cards" not in str(raised.value)  # its records 0 and 1 are weights records
+    assert "weight_cards" not in str(raised.value)
+
+
+def test_cards_without_a_weights_table_name_no_weights_record(local_location: StoreLocation) -> None:
+    prepare_superweights(local_location, "cards", _card_attributes())
+    _write_cards(local_location, "cards")  # records 0 and 1, but the model has no weights table
+    consolidate(local_location)
+    with pytest.raises(ContractError, match=r"weight_cards: names weights records, but the model has no weights"):
+        validate_store(local_location)
 
 
 def test_a_card_node_still_needs_its_provenance(local_location: StoreLocation) -> None:
