@@ -21,35 +21,35 @@ import xarray as xr
 from store import CARD_METRICS
 
 
-def _number(value: Any) -> float | None:
+def number(value: Any) -> float | None:
     """A float, or None for NaN or infinity (JSON has neither)."""
     number = float(value)
     return number if math.isfinite(number) else None
 
 
 def _metrics(values: np.ndarray) -> dict[str, float | None]:
-    return {metric: _number(value) for metric, value in zip(CARD_METRICS, values)}
+    return {metric: number(value) for metric, value in zip(CARD_METRICS, values)}
 
 
 def _tokens(table: xr.Dataset, prefix: str, card: int, value: str) -> list[dict[str, Any]]:
     columns = (table[f"{prefix}_id"].values[card], table[f"{prefix}_tok"].values[card],
                table[f"{prefix}_str"].values[card], table[f"{prefix}_{value}"].values[card])
-    return [{"id": int(token_id), "tok": str(tok), "str": str(text), value: _number(number)}
-            for token_id, tok, text, number in zip(*columns)]
+    return [{"id": int(token_id), "tok": str(tok), "str": str(text), value: number(amount)}
+            for token_id, tok, text, amount in zip(*columns)]
 
 
 def _who(table: xr.Dataset, card: int) -> dict[str, Any]:
     expert = int(table["expert"].values[card])
-    return {"expert": expert if expert >= 0 else None, "p_active": _number(table["p_active"].values[card]),
+    return {"expert": expert if expert >= 0 else None, "p_active": number(table["p_active"].values[card]),
             "parameter": str(table["parameter"].values[card])}
 
 
 def _moments(table: xr.Dataset, card: int, prefix: str) -> dict[str, float | None]:
-    return {name: _number(table[f"{prefix}{name}"].values[card]) for name in ("var", "skew", "kurt")}
+    return {name: number(table[f"{prefix}{name}"].values[card]) for name in ("var", "skew", "kurt")}
 
 
 def _enrichment(table: xr.Dataset, card: int) -> list[dict[str, Any]]:
-    return [{"class": str(token_class), "score": _number(score), "examples": json.loads(str(examples))}
+    return [{"class": str(token_class), "score": number(score), "examples": json.loads(str(examples))}
             for token_class, score, examples in zip(table["token_class"].values, table["enrichment_score"].values[card],
                                                     table["enrichment_examples"].values[card])]
 
@@ -82,14 +82,14 @@ def _ci_names(confidence: float) -> tuple[str, str]:
 def _bootstrap(table: xr.Dataset, card: int) -> dict[str, dict[str, float | None]]:
     low_name, high_name = _ci_names(float(table.attrs["confidence"]))
     parts = (table["bootstrap_mean"].values[card], table["ci_low"].values[card], table["ci_high"].values[card])
-    return {metric: {"mean": _number(mean), low_name: _number(low), high_name: _number(high)}
+    return {metric: {"mean": number(mean), low_name: number(low), high_name: number(high)}
             for metric, mean, low, high in zip(CARD_METRICS, *parts)}
 
 
 def _cascade(table: xr.Dataset, card: int) -> dict[str, list[Any]]:
     return {"layers": [int(layer) for layer in table["cascade_layer"].values],
-            "delta_entropy": [_number(value) for value in table["cascade_entropy"].values[card]],
-            "delta_margin": [_number(value) for value in table["cascade_margin"].values[card]]}
+            "delta_entropy": [number(value) for value in table["cascade_entropy"].values[card]],
+            "delta_margin": [number(value) for value in table["cascade_margin"].values[card]]}
 
 
 def weight_cards(label: str, table: xr.Dataset) -> list[dict[str, Any]]:
@@ -108,7 +108,7 @@ def weight_cards(label: str, table: xr.Dataset) -> list[dict[str, Any]]:
             document["bootstrap"] = _bootstrap(table, card)
         document.update({"token_prob_changes": {"gains": _tokens(table, "gain", card, "delta_prob"),
                                                 "losses": _tokens(table, "loss", card, "delta_prob")},
-                         "value": _number(table["value"].values[card]),
+                         "value": number(table["value"].values[card]),
                          "random_coord": [int(table["random_row"].values[card]), int(table["random_col"].values[card])],
                          **_who(table, card)})
         cards.append(document)

@@ -404,9 +404,8 @@ def weight_deltas(card: dict[str, Any]) -> Figure:
         ax.bar(range(3), heights, color=["tab:red", "tab:grey", "tab:orange"])
         if metric in bootstrap:
             low, high = [value for key, value in bootstrap[metric].items() if key.startswith("ci_")]
-            if low is not None and high is not None:
-                ax.errorbar([0], [heights[0]], yerr=[[heights[0] - low], [high - heights[0]]], color="black",
-                            capsize=4)
+            if low is not None and high is not None:  # a percentile interval need not contain the bar's top
+                ax.plot([0, 0], [low, high], color="black", marker="_", markersize=14)
         ax.axhline(0, color="black", linewidth=0.6)
         ax.set_xticks(range(3), ["weight", "random\ncoord", "whole\nneuron"], fontsize=8)
         ax.set_title(f"delta {metric}", fontsize=9)

@@ -38,7 +38,6 @@ from store import (
     check_output_path,
     complete_tables,
     load_catalog,
-    parse_storage_options,
     read_table,
     resolve_location,
     superweight_labels,
@@ -153,8 +152,8 @@ def _model_summary(neurons: list[dict[str, Any]], weights: list[dict[str, Any]])
     deltas = pd.DataFrame([card["deltas"] for card in weights])
     return {"n_neurons": len(neurons), "n_super_weights": len(weights),
             "neuron_labels": pd.Series([card["label"] for card in neurons]).value_counts().to_dict(),
-            "mean_deltas": {key: float(value) for key, value in deltas.mean().items()} if len(deltas) else {},
-            "max_delta_loss": float(deltas["loss"].max()) if len(deltas) else None,
+            "mean_deltas": {key: cards.number(value) for key, value in deltas.mean().items()} if len(deltas) else {},
+            "max_delta_loss": cards.number(deltas["loss"].max()) if len(deltas) else None,
             "super_weights": [f"L{card['layer']} W[{card['row']},{card['col']}]" for card in weights]}
 
 
@@ -204,6 +203,8 @@ def export(store: str | StoreLocation, folder: str | Path, storage_options: dict
     target = check_export_folder(folder)
     location = store if isinstance(store, StoreLocation) else _existing(store, storage_options)
     opened = open_cards(location, models=models)
+    # first a marker, so a folder left half-written by a failure is still ours to write again
+    _write_json(target / "run_config.json", {"format": EXPORT_FORMAT, "format_version": 1, "complete": False})
     written, summary = [], {"models": {}}
     for label, found in opened.items():
         files, summary["models"][label] = _export_model(target / label, label, found)
@@ -230,17 +231,25 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _location(given: dict[str, Any]) -> StoreLocation:
-    """The store, which need not exist yet (the builder creates it); a catalog name is resolved, read-only."""
-    options = parse_storage_options(given.get("storage_options", []))
-    check_path_text(given["store"], "store")
-    if given["store"] in load_catalog():
-        return resolve_location(given["store"], options, None)
-    location = StoreLocation(given["store"], options)
+def _config(given: dict[str, Any]) -> Any:
+    """The builder's config of the command line and any --config file: every value checked before anything."""
+    from builders._cli import config_from
+    from builders._vocab_configs import VocabConfig
+
+    return config_from(VocabConfig, {key: value for key, value in given.items() if key != "export"})
+
+
+def _location(config: Any) -> tuple[StoreLocation, bool]:
+    """The store, which need not exist yet (the builder creates it), and whether it is a catalog name
+    (resolved, read-only: cards are read from it, never computed)."""
+    check_path_text(config.store, "store")
+    if config.store in load_catalog():
+        return resolve_location(config.store, config.storage_options, None), True
+    location = StoreLocation(config.store, config.storage_options)
     if not location.is_remote and not location.local_path.parent.is_dir():  # a typo, more likely than a wish
         raise ConfigError(f"no store at {location.display()!r}, and no folder {str(location.local_path.parent)!r} "
                           "to make one in; pass an existing store, or create the folder first")
-    return location
+    return location, False
 
 
 def _needs_cards(location: StoreLocation, given: dict[str, Any]) -> bool:
@@ -250,14 +259,10 @@ def _needs_cards(location: StoreLocation, given: dict[str, Any]) -> bool:
     return bool(set(superweight_labels(location)) - set(_carded(location)))
 
 
-def _compute(given: dict[str, Any]) -> int:
+def _compute(config: Any) -> int:
     from builders import vocab as builder  # loads the model: only when cards must be made
-    from builders._cli import config_from
 
-    if given["store"] in load_catalog():
-        raise ConfigError(f"{given['store']!r} is a catalog name, read-only here; to compute cards, pass the "
-                          "store's path or URL as STORE (with its --storage_options)")
-    return builder.run(config_from(builder.VocabConfig, {k: v for k, v in given.items() if k != "export"}))
+    return int(builder.run(config))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -265,8 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if "export" in given:
             check_export_folder(given["export"])  # a bad folder must not come after the cards
-        location = _location(given)
-        code = _compute(given) if _needs_cards(location, given) else 0
+        config = _config(given)
+        location, catalogued = _location(config)
+        code = _compute(config) if not catalogued and _needs_cards(location, given) else 0
         if code == 0 or _carded(location):
             _report(location, given.get("export"))
         return code

@@ -226,16 +226,18 @@ def decoder_body(model: nn.Module) -> nn.Module:
     return getattr(model, "base_model", model)
 
 
-_FINAL_NORMS = ("norm", "ln_f", "final_layer_norm", "final_norm")  # Llama/Qwen/OLMo, GPT-2, GPT-NeoX
+# Llama/Qwen/OLMo/Gemma, GPT-2, GPT-NeoX and OPT (under .decoder), Phi
+_FINAL_NORMS = ("norm", "ln_f", "final_layer_norm", "final_norm", "final_layernorm")
 
 
 def final_norm(model: nn.Module) -> nn.Module:
     """The norm between the last decoder layer and the LM head (the logit lens applies it too)."""
     body = decoder_body(model)
-    for name in _FINAL_NORMS:
-        found = getattr(body, name, None)
-        if isinstance(found, nn.Module):
-            return found
+    for owner in (body, getattr(body, "decoder", None)):
+        for name in _FINAL_NORMS:
+            found = getattr(owner, name, None)
+            if isinstance(found, nn.Module):
+                return found
     raise ModelError(f"cannot find the final norm of {type(model).__name__} (looked for {list(_FINAL_NORMS)!r} "
                      "on its body); this architecture needs an entry in builders/_models.py _FINAL_NORMS")
 

@@ -157,11 +157,15 @@ class VocabConfig(RunOptions):
         if self.weights and len(self.model.name) > 1:
             raise ConfigError(f"--weights names weights of one model, but {len(self.model.name)} models are given; "
                               "run one model at a time with --weights")
-        if self.data.name in _HUB_ALIASES:
-            self.data.name, self.data.subset, self.data.split = _HUB_ALIASES[self.data.name]
+        if self.data.name in _HUB_ALIASES:  # a subset or split given with it wins
+            name, subset, split = _HUB_ALIASES[self.data.name]
+            self.data.name, self.data.subset = name, self.data.subset or subset
+            self.data.split = split if self.data.split == TextSourceConfig.split else self.data.split
 
     def settings(self) -> dict[str, Any]:
         """What a model's cards depend on (saved with them; a rerun with others needs --overwrite)."""
         settings = {name: asdict(getattr(self, name)) for name in ("data", "eval", "cards", "detect", "moe")}
         settings["eval"].pop("batch_size")  # batching changes no figure beyond float noise
+        if not self.cards.enable_cascade:
+            settings["cards"].pop("cascade_layers")
         return {**settings, "weights": list(self.weights), "seed": self.seed}

@@ -2,12 +2,15 @@
 
 A neuron is input channel ``col`` of a layer's down projection (of one expert, for MoE); its
 output direction is the column ``w = W[:, col]``, what it adds to the residual stream per unit of
-activation. Its *vocabulary effect* is that direction read by the unembedding ``U`` (``[vocab,
-hidden]``) after the final norm's per-channel gain ``g`` (the norm's division by the RMS is a
-positive factor per token, which scales every effect alike):
+activation. Its *vocabulary effect* is that direction as the unembedding ``U`` (``[vocab, hidden]``)
+sees it through the final norm, linearised: the norm's division by the token's RMS (or standard
+deviation) is a positive factor per token that scales every effect alike, what remains is its
+per-channel gain ``g`` and, for a LayerNorm, the removal of the mean across channels:
 
-    effect[t] = U[t] . (g * w)                     (dot; the default)
-    cosine[t] = effect[t] / (|U[t]| |g * w|)       (with --cards.enable_cosine)
+    seen      = g * w                (RMSNorm; g read off the norm itself: Gemma's is 1 + weight)
+    seen      = g * (w - mean(w))    (LayerNorm: GPT-2, GPT-NeoX, OLMo)
+    effect[t] = U[t] . seen                        (dot; the default)
+    cosine[t] = effect[t] / (|U[t]| |seen|)        (with --cards.enable_cosine)
 
 The moments are over the vocabulary, population moments (as ``scipy.stats`` with ``bias=True``):
 ``var`` = m2, ``skew`` = m3 / m2^1.5, ``kurt`` = m4 / m2^2 - 3 (excess kurtosis: 0 for a normal).
@@ -57,7 +60,8 @@ class Vocabulary:
     """The model's unembedding as the cards read it, and every token id's text."""
 
     unembedding: torch.Tensor  # [vocab, hidden], float32
-    gain: torch.Tensor | None  # the final norm's per-channel scale, if it has one
+    gain: torch.Tensor  # the final norm's per-channel scale
+    centred: bool  # the final norm removes the mean across channels (a LayerNorm)
     raw: list[str]  # convert_ids_to_tokens ("Ġthe"); "" past the tokenizer's vocabulary
     decoded: list[str]  # decode([id]) (" the")
 
@@ -76,12 +80,25 @@ class NeuronCard:
 def vocabulary(model: nn.Module, tokenizer: object) -> Vocabulary:
     """The unembedding, the final norm's gain and the text of every row of the unembedding."""
     unembedding = model.get_output_embeddings().weight.detach().float()
-    gain = getattr(models.final_norm(model), "weight", None)
+    gain, centred = norm_gain(models.final_norm(model), unembedding.shape[1], next(model.parameters()))
     known = min(len(tokenizer), unembedding.shape[0])  # type: ignore[arg-type]
     raw = [str(token) for token in tokenizer.convert_ids_to_tokens(list(range(known)))]  # type: ignore[attr-defined]
     decoded = [tokenizer.decode([token_id]) for token_id in range(known)]  # type: ignore[attr-defined]
     padding = [""] * (unembedding.shape[0] - known)  # rows the tokenizer never emits
-    return Vocabulary(unembedding, None if gain is None else gain.detach().float(), raw + padding, decoded + padding)
+    return Vocabulary(unembedding, gain, centred, raw + padding, decoded + padding)
+
+
+def norm_gain(norm: nn.Module, hidden: int, like: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """(per-channel gain, centred) of a final norm. A LayerNorm's gain is its weight (ones without one); an
+    RMS-type norm is asked: ``norm(c * ones) = g`` for a large ``c`` (the eps then weighs nothing), which
+    also gives Gemma's ``1 + weight``."""
+    name = type(norm).__name__.lower()
+    if "layernorm" in name and "rms" not in name:
+        weight = getattr(norm, "weight", None)
+        return (torch.ones(hidden) if weight is None else weight.detach().float().cpu()), True
+    probe = torch.full((1, hidden), 1000.0, dtype=like.dtype, device=like.device)
+    with torch.no_grad():
+        return norm(probe)[0].float().cpu(), False
 
 
 def direction(neuron: Neuron) -> torch.Tensor:
@@ -93,8 +110,9 @@ def direction(neuron: Neuron) -> torch.Tensor:
 def effects(vocab: Vocabulary, output_direction: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Per token: the dot effect and the cosine (float64)."""
     seen = output_direction.to(vocab.unembedding.device)
-    if vocab.gain is not None:
-        seen = seen * vocab.gain.to(seen.device)
+    if vocab.centred:
+        seen = seen - seen.mean()
+    seen = seen * vocab.gain.to(seen.device)
     dot = vocab.unembedding @ seen
     norms = vocab.unembedding.norm(dim=1) * seen.norm()
     cosine = torch.where(norms > 0, dot / norms.clamp_min(torch.finfo(norms.dtype).tiny), torch.zeros_like(dot))

@@ -62,7 +62,7 @@ def _projection(run: ModelRun, layer: int, expert: int, flag: str, text: str) ->
         if expert != NO_EXPERT and (projection.expert == expert or
                                     (projection.kind == "experts" and expert < projection.n_experts)):
             return projection
-    kind = "a dense down projection" if expert == NO_EXPERT else f"expert {expert}"
+    kind = "dense down projection" if expert == NO_EXPERT else f"expert {expert}"
     raise ConfigError(f"{flag} {text!r}: layer {layer} has no {kind}; name the expert as the last number, "
                       "or another layer")
 

@@ -63,7 +63,7 @@ def _moment_columns(cards: list[NeuronCard], pick: Callable[[NeuronCard], Moment
 
 
 def _enrichment_columns(cards: list[NeuronCard]) -> dict[str, tuple[tuple[str, str], np.ndarray]]:
-    """(card, token_class) scores, counts and examples (a JSON list); NaN / -1 / "[]" without enrichment."""
+    """(card, token_class) scores, counts and examples (a JSON list); NaN / 0 / "[]" without enrichment."""
     shape = (len(cards), len(TOKEN_CLASSES))
     score, count, examples = np.full(shape, np.nan), np.zeros(shape, np.int32), np.full(shape, "[]", dtype=object)
     for index, card in enumerate(cards):

@@ -34,7 +34,7 @@ from builders._superweight_text import calibration_rows, leading_tokens, router_
 from builders._vocab_classes import stopword_mask
 from builders._vocab_configs import AUTO, VocabConfig
 from builders._vocab_interventions import Evaluator, default_cascade_layers, evaluation_windows
-from builders._vocab_neurons import vocabulary
+from builders._vocab_neurons import Neuron, vocabulary
 from builders._vocab_run import GIVEN, card_neurons, given_weights, neuron_cards, p_active, weight_cards
 from builders._vocab_tables import neuron_table, weight_table
 from builders.errors import DataError
@@ -96,6 +96,9 @@ def _model_configs(config: VocabConfig, location: StoreLocation) -> list[ModelCo
     if config.model.name:
         return config.model.model_configs()
     labels = superweight_labels(location)
+    if config.weights and len(labels) > 1:
+        raise ConfigError(f"--weights names weights of one model, but store {location.display()!r} records "
+                          f"{len(labels)} ({labels!r}); name the model with --models")
     if not labels:
         raise ConfigError(f"store {location.display()!r} records no super weights; name models with --models "
                           "(and --weights, or let detection run), or build the store with python -m builders.superweights")
@@ -108,7 +111,8 @@ def _check_model(config: VocabConfig, location: StoreLocation, model_config: Mod
     source = models.resolve_source(model_config)
     hf_config = models.load_model_config(source, model_config)
     models.check_sequence_length(hf_config, config.eval.window_len, "eval.window_len")
-    settings = model_settings(config, source, model_config)
+    detection = not config.weights and "weights" not in complete_tables(location, source.label)
+    settings = model_settings(config, source, model_config, detection)
     if source.label in superweight_labels(location):
         _check_same_weights(location, source)
         if not config.overwrite:
@@ -166,12 +170,17 @@ def _check_windows(config: VocabConfig, n_tokens: int) -> None:
             f"more --eval.tokens, or --cards.bootstrap 0")
 
 
-def model_settings(config: VocabConfig, source: models.ModelSource, model_config: ModelConfig) -> dict[str, Any]:
-    """What one model's cards depend on: the run's settings and the weights (which files, which dtype)."""
+def model_settings(config: VocabConfig, source: models.ModelSource, model_config: ModelConfig,
+                   detection: bool) -> dict[str, Any]:
+    """What one model's cards depend on: the run's settings (the detection's only when it runs) and the
+    weights (which files, which dtype)."""
     dtype = models.pick_dtype(model_config, models.pick_device(model_config))
     identity = {"model_id": source.model_id, "revision": source.revision, "file_sha256": source.file_sha256,
                 "dtype": str(dtype).removeprefix("torch.")}
-    return {**config.settings(), "model": identity}
+    settings = config.settings()
+    if not detection:
+        settings.pop("detect")
+    return {**settings, "model": identity}
 
 
 def run(config: VocabConfig) -> int:
@@ -212,71 +221,90 @@ def _analyse_model(config: VocabConfig, location: StoreLocation, model: _Model) 
     loaded = models.load_model(model.source, model.config)
     run = ModelRun(loaded, model.tokenizer, down_projections(loaded, models.num_layers(model.model_config)),
                    calibration_rows(config, model.tokenizer), model.token_ids, router_texts(config, model.tokenizer))
-    routing = _router(location, model, run, config)
-    weights, records = _weights(config, location, model, run, routing)
+    plan = _plan(config, location, model, run)  # every input checked against the model before any write
     lease = Lease(location, slot_key(SUPERWEIGHTS_GROUP, model.label), f"card super weights of {model.label!r}")
     with reporting_write_faults(location), lease.acquire(interrupt=True):
-        _cards(config, location, model, run, weights, records, routing)
+        prepare_superweights(location, model.label, model_provenance(model.source, model.model_config, run),
+                             replace=False)
+        if config.overwrite:  # both go first: a crash must not leave new neuron cards beside old weight cards
+            remove_card_tables(location, model.label)
+        _cards(config, location, model, run, plan)
     return True
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What one model's cards are made of, settled (and checked) before the store is touched."""
+
+    weights: list[SuperWeight]
+    records: list[int]  # each weight's weights-table record (GIVEN for none)
+    weights_from: str  # "given", "store" or "detected"
+    neurons: list[Neuron]
+    cascade: list[int]
+    routing: RouterAnalysis | np.ndarray | None
+
+
+def _plan(config: VocabConfig, location: StoreLocation, model: _Model, run: ModelRun) -> _Plan:
+    routing = _router(location, model, run, config)
+    weights, records, source = _weights(config, location, model, run, routing)
+    return _Plan(weights, records, source, card_neurons(run, weights, config.cards.neurons),
+                 _cascade_layers(config, len(run.layers)), routing)
+
+
 def _weights(config: VocabConfig, location: StoreLocation, model: _Model, run: ModelRun,
-             routing: Any) -> tuple[list[SuperWeight], list[int]]:
-    """The weights to card and their weights-table records, with where they came from."""
+             routing: RouterAnalysis | np.ndarray | None) -> tuple[list[SuperWeight], list[int], str]:
+    """The weights to card, their weights-table records, and where they came from."""
     if config.weights:
-        return given_weights(run, config.weights), [GIVEN] * len(config.weights)
+        return given_weights(run, config.weights), [GIVEN] * len(config.weights), "given"
     if "weights" in complete_tables(location, model.label):
         weights = stored_weights(run, read_table(location, model.label, "weights"))
-        return weights, list(range(len(weights)))
+        return weights, list(range(len(weights))), "store"
     router = routing if isinstance(routing, RouterAnalysis) else None  # a stored table cannot gate detection
-    detection = run_detection(run, config, router)  # type: ignore[arg-type]
-    return detection.weights, [GIVEN] * len(detection.weights)
+    detection = run_detection(run, config, router)  # type: ignore[arg-type]  # VocabConfig has its sections
+    return detection.weights, [GIVEN] * len(detection.weights), "detected"
 
 
-def _router(location: StoreLocation, model: _Model, run: ModelRun, config: VocabConfig) -> Any:
+def _router(location: StoreLocation, model: _Model, run: ModelRun,
+            config: VocabConfig) -> RouterAnalysis | np.ndarray | None:
     """The stored router table's p_active, else a router analysis (MoE only); None for dense models."""
     if not run.is_moe:
         return None
     if "router" in complete_tables(location, model.label):
-        return read_table(location, model.label, "router")["p_active"].values
-    return run_router(run, config)  # type: ignore[arg-type]
+        return np.asarray(read_table(location, model.label, "router")["p_active"].values)
+    return run_router(run, config)  # type: ignore[arg-type]  # VocabConfig has its sections
 
 
-def _weights_from(config: VocabConfig, records: list[int]) -> str:
-    if config.weights:
-        return "given"
-    return "store" if any(record != GIVEN for record in records) or not records else "detected"
-
-
-def _cards(config: VocabConfig, location: StoreLocation, model: _Model, run: ModelRun, weights: list[SuperWeight],
-           records: list[int], routing: Any) -> None:
-    label, log = model.label, (print if config.verbose else (lambda line: None))
-    prepare_superweights(location, label, model_provenance(model.source, model.model_config, run), replace=False)
-    if config.overwrite:  # both go first: a crash must not leave new neuron cards beside old weight cards
-        remove_card_tables(location, label)
-    done = complete_tables(location, label)
+def _cards(config: VocabConfig, location: StoreLocation, model: _Model, run: ModelRun, plan: _Plan) -> None:
     vocab = vocabulary(run.model, run.tokenizer)
     settings = json.dumps(model.settings, sort_keys=True)
+    done = complete_tables(location, model.label)
     if "neuron_cards" not in done:
-        neurons = card_neurons(run, weights, config.cards.neurons)
-        cards = neuron_cards(config, neurons, vocab)
-        expert_routing = [p_active(routing, neuron.layer, neuron.expert, neuron.projection) for neuron in neurons]
-        write_table(location, label, "neuron_cards",
-                    neuron_table(cards, vocab, expert_routing, _neuron_attrs(config, settings)))
+        _write_neuron_cards(config, location, model.label, plan, vocab, settings)
+    if "weight_cards" not in done:  # present on a rerun that lacked only the neuron cards
+        _write_weight_cards(config, location, model, run, plan, vocab, settings)
+
+
+def _write_neuron_cards(config: VocabConfig, location: StoreLocation, label: str, plan: _Plan, vocab: Any,
+                        settings: str) -> None:
+    cards = neuron_cards(config, plan.neurons, vocab)
+    routing = [p_active(plan.routing, neuron.layer, neuron.expert, neuron.projection) for neuron in plan.neurons]
+    write_table(location, label, "neuron_cards", neuron_table(cards, vocab, routing, _neuron_attrs(config, settings)))
+    if config.verbose:
         for card in cards:
-            log(f"  neuron L{card.neuron.layer} #{card.neuron.neuron}: {card.label}, kurt {card.moments.kurt:.3g}")
-    if "weight_cards" in done:  # a rerun that lacked only the neuron cards
-        return
-    cascade = _cascade_layers(config, len(run.layers))
-    evaluator = Evaluator(run.model, model.token_ids, evaluation_windows(
-        len(model.token_ids), config.eval.window_len, config.eval.stride, config.eval.drop_first_token),
-        config.eval.batch_size, stopword_mask(vocab.decoded), config.cards.margin_k, cascade, len(run.layers),
-        config.progress)
-    baseline, cards = weight_cards(config, evaluator, weights, records,
-                                   [p_active(routing, w.layer, w.expert, w.projection) for w in weights])
-    attrs = _weight_attrs(config, settings, evaluator, _weights_from(config, records))
-    write_table(location, label, "weight_cards", weight_table(cards, baseline, vocab, cascade, attrs))
-    print(_summary_line(label, cards))
+            print(f"  neuron L{card.neuron.layer} #{card.neuron.neuron}: {card.label}, kurt {card.moments.kurt:.3g}")
+
+
+def _write_weight_cards(config: VocabConfig, location: StoreLocation, model: _Model, run: ModelRun, plan: _Plan,
+                        vocab: Any, settings: str) -> None:
+    windows = evaluation_windows(len(model.token_ids), config.eval.window_len, config.eval.stride,
+                                 config.eval.drop_first_token)
+    evaluator = Evaluator(run.model, model.token_ids, windows, config.eval.batch_size, stopword_mask(vocab.decoded),
+                          config.cards.margin_k, plan.cascade, len(run.layers), config.progress)
+    routing = [p_active(plan.routing, weight.layer, weight.expert, weight.projection) for weight in plan.weights]
+    baseline, cards = weight_cards(config, evaluator, plan.weights, plan.records, routing)
+    attrs = _weight_attrs(config, settings, evaluator, plan.weights_from)
+    write_table(location, model.label, "weight_cards", weight_table(cards, baseline, vocab, plan.cascade, attrs))
+    print(_summary_line(model.label, cards))
 
 
 def _cascade_layers(config: VocabConfig, n_layers: int) -> list[int]:

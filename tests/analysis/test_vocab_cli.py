@@ -485,3 +485,17 @@ def test_help_lists_the_export_flag_the_builder_options_and_the_old_aliases(voca
     assert code == 0
     for option in ("--export", "--output-dir", "--eval.window_len", "--window-len", "--weights", "--bootstrap"):
         assert option in out, option
+
+
+def test_weights_without_a_model_are_refused_when_the_store_records_several(tmp_path: Path, vocab_cli: Runner) -> None:
+    """--weights names one model's coordinates: with two recorded models and no --models, which one is unclear."""
+    from small_superweights import model_attributes
+
+    from store import prepare_superweights
+
+    location = StoreLocation(str(tmp_path / "two.zarr"))
+    for label in ("first", "second"):
+        prepare_superweights(location, label, model_attributes())
+    code, _, err = vocab_cli(location.url, "--weights", "1,2,3")
+    assert code == 2
+    assert err.count("error:") == 1 and "name the model with --models" in err and "'first', 'second'" in err

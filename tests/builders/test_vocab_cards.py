@@ -17,7 +17,7 @@ from builders._vocab_interventions import (
     evaluation_windows,
     random_coordinate,
 )
-from builders._vocab_neurons import Neuron, effects, moments, neuron_card, vocabulary
+from builders._vocab_neurons import Neuron, effects, moments, neuron_card, norm_gain, vocabulary
 from tests.tiny_models import FAMILIES, byte_tokenizer, plant_super_weight
 
 LAYER, ROW, COL = 2, 7, 11
@@ -174,3 +174,37 @@ def test_drop_first_token_scores_no_prediction_from_a_window_start() -> None:
     assert kept[0].score_from == 1 and dropped[0].score_from == 2
     assert [window.score_from for window in kept[1:]] == [window.score_from for window in dropped[1:]]
     assert all(window.score_from >= window.start + 2 for window in dropped)
+
+
+def test_a_layernorm_model_sees_the_direction_without_its_mean() -> None:
+    """GPT-2's final LayerNorm removes the mean across channels: effect = U . (g * (w - mean w))."""
+    torch.manual_seed(1)
+    gpt2 = FAMILIES["gpt2"]().eval()
+    with torch.no_grad():
+        gpt2.transformer.ln_f.weight.uniform_(0.5, 1.5)
+    column = gpt2.transformer.h[1].mlp.c_proj.weight[5, :].detach().double()  # Conv1D: [in, out]
+    vocab = vocabulary(gpt2, byte_tokenizer())
+    dot, _ = effects(vocab, column.float())
+    expected = gpt2.lm_head.weight.detach().double().numpy() @ (
+        (column - column.mean()) * gpt2.transformer.ln_f.weight.detach().double()).numpy()
+    np.testing.assert_allclose(dot, expected, rtol=1e-5, atol=1e-6)
+
+
+class _OnePlusWeightRMSNorm(torch.nn.Module):
+    """Gemma's RMSNorm: the gain is 1 + weight."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.linspace(-0.5, 0.5, hidden))
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        return states * torch.rsqrt(states.pow(2).mean(-1, keepdim=True) + 1e-6) * (1 + self.weight)
+
+
+def test_the_gain_of_an_rms_norm_is_read_off_the_norm_itself() -> None:
+    norm = _OnePlusWeightRMSNorm(8)
+    gain, centred = norm_gain(norm, 8, norm.weight)
+    assert not centred
+    np.testing.assert_allclose(gain.numpy(), 1 + norm.weight.detach().numpy(), rtol=1e-6)
+    layer_gain, layer_centred = norm_gain(torch.nn.LayerNorm(8), 8, norm.weight)
+    assert layer_centred and torch.equal(layer_gain, torch.ones(8))
