@@ -79,3 +79,17 @@ def load_bench_model(arguments: argparse.Namespace) -> tuple[Any, int, Any]:
     source = models.resolve_source(config)
     n_layers = models.num_layers(models.load_model_config(source, config))
     return source, n_layers, models.load_model(source, config)
+
+
+def bare_windows(model: Any, tokens: Any, windows: list[Any], batch_size: int, keep_scored: bool) -> None:
+    """A bare forward of sliding windows (builders._perplexity.Window) in their batches, no figure computed:
+    every position's logits, or (``keep_scored``) only the scored positions' ones."""
+    import torch
+
+    from builders._perplexity import window_batches
+
+    with torch.inference_mode():
+        for batch in window_batches(windows, batch_size):
+            keep = batch[0].shape[1] + 1 if keep_scored else 0  # 0: every position's logits
+            model(input_ids=torch.stack([tokens[window.start:window.end] for window in batch]), use_cache=False,
+                  logits_to_keep=keep)

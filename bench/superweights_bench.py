@@ -26,12 +26,12 @@ import statistics
 
 import numpy as np
 import torch
-from _timing import load_bench_model, model_bench_parser, paired
+from _timing import bare_windows, load_bench_model, model_bench_parser, paired
 
 from builders import _models as models
 from builders._detect import run_passes
 from builders._down_proj import down_projections
-from builders._perplexity import Window, perplexity, sliding_windows, window_batches
+from builders._perplexity import perplexity, sliding_windows
 from builders._spikes import SpikeHooks
 
 
@@ -74,8 +74,8 @@ def main() -> None:
     tokens = torch.as_tensor(token_ids, device=device)
     n_run = sum(window.end - window.start for window in windows)
     evaluating = paired(lambda: perplexity(model, token_ids, windows, arguments.batch_size, progress=False),
-                         lambda: _bare_windows(model, tokens, windows, arguments.batch_size, keep_scored=False),
-                         lambda: _bare_windows(model, tokens, windows, arguments.batch_size, keep_scored=True),
+                         lambda: bare_windows(model, tokens, windows, arguments.batch_size, keep_scored=False),
+                         lambda: bare_windows(model, tokens, windows, arguments.batch_size, keep_scored=True),
                          rounds=arguments.rounds)
     for bare, name in ((evaluating[1], "all logits"), (evaluating[2], "the scored positions' logits")):
         _report(f"perplexity ({len(windows)} windows, {n_run} tokens run) vs bare with {name}", evaluating[0], bare,
@@ -87,15 +87,6 @@ def main() -> None:
 def _bare_body(body: torch.nn.Module, batch: torch.Tensor) -> None:
     with torch.inference_mode():
         body(input_ids=batch, use_cache=False)
-
-
-def _bare_windows(model: torch.nn.Module, tokens: torch.Tensor, windows: list[Window], batch_size: int,
-                  keep_scored: bool) -> None:
-    with torch.inference_mode():
-        for batch in window_batches(windows, batch_size):
-            keep = batch[0].shape[1] + 1 if keep_scored else 0  # 0: every position's logits
-            model(input_ids=torch.stack([tokens[window.start:window.end] for window in batch]), use_cache=False,
-                  logits_to_keep=keep)
 
 
 if __name__ == "__main__":

@@ -24,11 +24,10 @@ import statistics
 
 import numpy as np
 import torch
-from _timing import load_bench_model, model_bench_parser, paired
+from _timing import bare_windows, load_bench_model, model_bench_parser, paired
 
 from builders import _models as models
 from builders._down_proj import down_projections
-from builders._perplexity import Window, window_batches
 from builders._vocab_interventions import Evaluator, default_cascade_layers, evaluation_windows
 
 
@@ -37,15 +36,6 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--tokens", type=int, default=4096, help="tokens evaluated (default: %(default)s)")
     parser.add_argument("--cascade", action="store_true", help="also time the logit-lens cascade")
     return parser.parse_args()
-
-
-def _bare(model: torch.nn.Module, tokens: torch.Tensor, windows: list[Window], batch_size: int,
-          keep_scored: bool) -> None:
-    with torch.inference_mode():
-        for batch in window_batches(windows, batch_size):
-            keep = batch[0].shape[1] + 1 if keep_scored else 0  # 0: every position's logits
-            model(input_ids=torch.stack([tokens[window.start:window.end] for window in batch]), use_cache=False,
-                  logits_to_keep=keep)
 
 
 def _report(name: str, measured: list[float], bare: list[float], n_windows: int, goal: str) -> None:
@@ -72,8 +62,8 @@ def main() -> None:
           f"{arguments.window_len} (stride {arguments.stride}), batch {arguments.batch_size}, "
           f"device {tokens.device}, {torch.get_num_threads()} threads")
     paths = [lambda: evaluator.run_zeroed(cells, "intervention", cascade=False),
-             lambda: _bare(model, tokens, windows, arguments.batch_size, keep_scored=False),
-             lambda: _bare(model, tokens, windows, arguments.batch_size, keep_scored=True)]
+             lambda: bare_windows(model, tokens, windows, arguments.batch_size, keep_scored=False),
+             lambda: bare_windows(model, tokens, windows, arguments.batch_size, keep_scored=True)]
     if arguments.cascade:
         paths.append(lambda: evaluator.run_zeroed(cells, "intervention", cascade=True))
     times = paired(*paths, rounds=arguments.rounds)
