@@ -11,20 +11,14 @@ cards. Added fields: ``expert`` and ``p_active`` (MoE), ``parameter``, ``value``
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
+from analysis._files import json_number as number
 from store import CARD_METRICS
-
-
-def number(value: Any) -> float | None:
-    """A float, or None for NaN or infinity (JSON has neither)."""
-    number = float(value)
-    return number if math.isfinite(number) else None
 
 
 def _metrics(values: np.ndarray) -> dict[str, float | None]:

@@ -22,10 +22,10 @@ from typing import Any
 import pandas as pd
 import xarray as xr
 
+from analysis import _files as files
 from analysis._cli import add_store_arguments, parse_arguments
 from store import (
     SUPERWEIGHT_TABLES,
-    ConfigError,
     InputError,
     OneLineParser,
     StoreLocation,
@@ -48,8 +48,7 @@ PRIMARY_ACCURACY = ("acc_norm", "acc", "exact_match")
 
 def _location(store: str, storage_options: dict[str, Any] | None, catalog: str | Path | None) -> StoreLocation:
     location = resolve_location(store, storage_options, catalog)
-    if not location.exists():
-        raise StoreLocationError(f"no store at {location.display()!r} (no zarr.json); check the path or URL")
+    location.check_exists()
     if not superweight_labels(location):
         raise StoreLocationError(f"store {location.display()!r} holds no super weight analyses; build them with "
                                  "python -m builders.superweights")
@@ -135,41 +134,13 @@ def _json_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return finite.astype(object).where(finite.notna(), None).to_dict(orient="records")
 
 
-def _number(value: Any) -> float | None:
-    """A float, or None for a missing, NaN or infinite value (JSON has none of them)."""
-    return None if value is None or pd.isna(value) or not math.isfinite(float(value)) else float(value)
-
-
-def _write_json(path: Path, document: Any) -> Path:
-    path.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    return path
+def check_export_folder(folder: str | Path) -> Path:
+    """The export folder, refused unless it is new, empty, or an earlier export (its summary.json says so)."""
+    return files.check_export_folder(folder, "summary.json", EXPORT_FORMAT, "super weight")
 
 
 def _write_lines(path: Path, frame: pd.DataFrame) -> Path:
-    path.write_text("".join(json.dumps(row, allow_nan=False) + "\n" for row in _json_rows(frame)), encoding="utf-8")
-    return path
-
-
-def _write_csv(path: Path, frame: pd.DataFrame) -> Path:
-    frame.to_csv(path, index=False)
-    return path
-
-
-def check_export_folder(folder: str | Path) -> Path:
-    """The export folder, refused unless it is new, empty, or an earlier export (its summary.json says so)."""
-    path = check_output_path(str(folder), "export folder", folder=True)
-    if not path.exists() or not any(path.iterdir()):
-        return path
-    try:
-        ours = json.loads((path / "summary.json").read_text(encoding="utf-8")).get("format") == EXPORT_FORMAT
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError):  # missing, unreadable, not a JSON object
-        ours = False
-    if not ours:
-        entries = sorted(entry.name for entry in path.iterdir())
-        shown = ", ".join(map(repr, entries[:3])) + (", ..." if len(entries) > 3 else "")
-        raise ConfigError(f"export folder {str(folder)!r} holds files that are not a super weight export "
-                          f"({shown}); choose a new or empty folder")
-    return path
+    return files.write_lines(path, _json_rows(frame))
 
 
 def _nested_evaluations(evaluations: xr.Dataset) -> dict[str, dict[str, Any]]:
@@ -183,9 +154,9 @@ def _nested_evaluations(evaluations: xr.Dataset) -> dict[str, dict[str, Any]]:
         accuracy = rows[rows["kind"] == "accuracy"]
         nested[str(ablation)] = {
             "zeroed": [int(i) for i in str(rows["zeroed"].iloc[0]).split(",") if i],
-            "perplexity": _number(perplexity.get("perplexity")), "loss": _number(perplexity.get("loss")),
+            "perplexity": files.json_number(perplexity.get("perplexity")), "loss": files.json_number(perplexity.get("loss")),
             "accuracy": primary.loc[ablation].dropna().to_dict() if ablation in primary.index else {},
-            "accuracy_metrics": {task: {metric: _number(value) for metric, value in zip(group["metric"], group["value"])}
+            "accuracy_metrics": {task: {metric: files.json_number(value) for metric, value in zip(group["metric"], group["value"])}
                                  for task, group in accuracy.groupby("task", sort=False)}}
     return nested
 
@@ -214,10 +185,10 @@ def analysis_document(label: str, attrs: dict[str, Any], tables: dict[str, xr.Da
 
 def _export_model(folder: Path, label: str, attrs: dict[str, Any], tables: dict[str, xr.Dataset]) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
-    written = [_write_csv(folder / f"{table}.csv", _frame(dataset, label)) for table, dataset in tables.items()]
+    written = [files.write_csv(folder / f"{table}.csv", _frame(dataset, label)) for table, dataset in tables.items()]
     written += [_write_lines(folder / f"{table}.jsonl", _frame(tables[table], label))
                 for table in ("weights", "evaluations") if table in tables]
-    return [*written, _write_json(folder / "analysis.json", analysis_document(label, attrs, tables))]
+    return [*written, files.write_json(folder / "analysis.json", analysis_document(label, attrs, tables))]
 
 
 def export(store: str, folder: str | Path, storage_options: dict[str, Any] | None = None,
@@ -235,11 +206,11 @@ def _export(location: StoreLocation, target: Path, models: list[str] | None) -> 
     written = [path for label, found in tables.items()
                for path in _export_model(target / label, label, model_attrs(location, label), found)]
     table = _summary(location, models)
-    written.append(_write_csv(target / "summary.csv", table))
+    written.append(files.write_csv(target / "summary.csv", table))
     written.append(_write_lines(target / "superweights.jsonl", records(tables, "weights")))
     document = {"format": EXPORT_FORMAT, "format_version": 1, "store": location.display(),
                 "models": _json_rows(table)}
-    return [*written, _write_json(target / "summary.json", document)]  # last: it marks the folder as ours
+    return [*written, files.write_json(target / "summary.json", document)]  # last: it marks the folder as ours
 
 
 # Command line ---------------------------------------------------------------------

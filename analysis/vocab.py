@@ -27,15 +27,14 @@ from typing import Any
 import pandas as pd
 import xarray as xr
 
+from analysis import _files as files
 from analysis import _vocab_cards as cards
 from analysis._cli import flag
 from store import (
     CARD_TABLES,
     ConfigError,
-    InputError,
     StoreLocation,
     StoreLocationError,
-    check_output_path,
     complete_tables,
     load_catalog,
     read_table,
@@ -50,8 +49,7 @@ EXPORT_FORMAT = "activation-vocab-export"  # run_config.json says it: a folder w
 
 def _existing(store: str, storage_options: dict[str, Any] | None) -> StoreLocation:
     location = resolve_location(store, storage_options, None)
-    if not location.exists():
-        raise StoreLocationError(f"no store at {location.display()!r} (no zarr.json); check the path or URL")
+    location.check_exists()
     return location
 
 
@@ -95,37 +93,7 @@ def weight_cards(store: str | Cards, storage_options: dict[str, Any] | None = No
 
 def check_export_folder(folder: str | Path) -> Path:
     """The export folder, refused unless it is new, empty, or an earlier export (its run_config.json says so)."""
-    path = check_output_path(str(folder), "export folder", folder=True)
-    if not path.exists() or not any(path.iterdir()):
-        return path
-    try:
-        ours = json.loads((path / "run_config.json").read_text(encoding="utf-8")).get("format") == EXPORT_FORMAT
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-        ours = False
-    if not ours:
-        shown = ", ".join(sorted(repr(entry.name) for entry in path.iterdir())[:3])
-        raise ConfigError(f"export folder {str(folder)!r} holds files that are not a vocabulary export ({shown}); "
-                          "choose a new or empty folder")
-    return path
-
-
-def _write_json(path: Path, document: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(document, indent=2, allow_nan=False, ensure_ascii=False) + "\n", encoding="utf-8")
-    return path
-
-
-def _write_lines(path: Path, documents: list[dict[str, Any]]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(document, allow_nan=False, ensure_ascii=False) + "\n"
-                            for document in documents), encoding="utf-8")
-    return path
-
-
-def _write_csv(path: Path, frame: pd.DataFrame) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, index=False)
-    return path
+    return files.check_export_folder(folder, "run_config.json", EXPORT_FORMAT, "vocabulary")
 
 
 def _settings(found: dict[str, xr.Dataset]) -> dict[str, Any]:
@@ -152,8 +120,8 @@ def _model_summary(neurons: list[dict[str, Any]], weights: list[dict[str, Any]])
     deltas = pd.DataFrame([card["deltas"] for card in weights])
     return {"n_neurons": len(neurons), "n_super_weights": len(weights),
             "neuron_labels": pd.Series([card["label"] for card in neurons]).value_counts().to_dict(),
-            "mean_deltas": {key: cards.number(value) for key, value in deltas.mean().items()} if len(deltas) else {},
-            "max_delta_loss": cards.number(deltas["loss"].max()) if len(deltas) else None,
+            "mean_deltas": {key: files.json_number(value) for key, value in deltas.mean().items()} if len(deltas) else {},
+            "max_delta_loss": files.json_number(deltas["loss"].max()) if len(deltas) else None,
             "super_weights": [f"L{card['layer']} W[{card['row']},{card['col']}]" for card in weights]}
 
 
@@ -179,10 +147,10 @@ def _plots(folder: Path, neurons: list[dict[str, Any]], weights: list[dict[str, 
 def _export_model(folder: Path, label: str, found: dict[str, xr.Dataset]) -> tuple[list[Path], dict[str, Any]]:
     neurons = cards.neuron_cards(label, found["neuron_cards"])
     weights = cards.weight_cards(label, found["weight_cards"])
-    written = [_write_lines(folder / "metrics" / "neurons" / "neurons.jsonl", neurons),
-               _write_lines(folder / "metrics" / "super_weights" / "super_weights.jsonl", weights),
-               _write_csv(folder / "summaries" / "neurons.csv", cards.neuron_rows(neurons)),
-               _write_csv(folder / "summaries" / "super_weights.csv", cards.weight_rows(weights))]
+    written = [files.write_lines(folder / "metrics" / "neurons" / "neurons.jsonl", neurons),
+               files.write_lines(folder / "metrics" / "super_weights" / "super_weights.jsonl", weights),
+               files.write_csv(folder / "summaries" / "neurons.csv", cards.neuron_rows(neurons)),
+               files.write_csv(folder / "summaries" / "super_weights.csv", cards.weight_rows(weights))]
     return written + _plots(folder / "plots", neurons, weights), _model_summary(neurons, weights)
 
 
@@ -204,15 +172,15 @@ def export(store: str | StoreLocation, folder: str | Path, storage_options: dict
     location = store if isinstance(store, StoreLocation) else _existing(store, storage_options)
     opened = open_cards(location, models=models)
     # first a marker, so a folder left half-written by a failure is still ours to write again
-    _write_json(target / "run_config.json", {"format": EXPORT_FORMAT, "format_version": 1, "complete": False})
+    files.write_json(target / "run_config.json", {"format": EXPORT_FORMAT, "format_version": 1, "complete": False})
     written, summary = [], {"models": {}}
     for label, found in opened.items():
-        files, summary["models"][label] = _export_model(target / label, label, found)
-        written += files
+        model_files, summary["models"][label] = _export_model(target / label, label, found)
+        written += model_files
     config = run_config(location, opened)
-    written += [_write_json(target / "cross_model_summary.json", summary)]
+    written += [files.write_json(target / "cross_model_summary.json", summary)]
     (target / "README.md").write_text(_readme(config, summary), encoding="utf-8")
-    return [*written, target / "README.md", _write_json(target / "run_config.json", config)]  # last: marks it ours
+    return [*written, target / "README.md", files.write_json(target / "run_config.json", config)]  # last: marks it ours
 
 
 # Command line ---------------------------------------------------------------------
@@ -266,22 +234,21 @@ def _compute(config: Any) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from builders._cli import one_line_errors
+
     given = vars(_parser().parse_args(argv))  # bad flags: one error line, exit 2, before anything
-    try:
-        if "export" in given:
-            check_export_folder(given["export"])  # a bad folder must not come after the cards
-        config = _config(given)
-        location, catalogued = _location(config)
-        code = _compute(config) if not catalogued and _needs_cards(location, given) else 0
-        if code == 0 or _carded(location):
-            _report(location, given.get("export"))
-        return code
-    except InputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: every committed table is kept; rerun the same command to resume", file=sys.stderr)
-        return 130
+    return one_line_errors(lambda: _run(given))
+
+
+def _run(given: dict[str, Any]) -> int:
+    if "export" in given:
+        check_export_folder(given["export"])  # a bad folder must not come after the cards
+    config = _config(given)
+    location, catalogued = _location(config)
+    code = _compute(config) if not catalogued and _needs_cards(location, given) else 0
+    if code == 0 or _carded(location):
+        _report(location, given.get("export"))
+    return code
 
 
 def _report(location: StoreLocation, folder: Path | None) -> None:

@@ -317,8 +317,13 @@ def _convert(annotation: Any, value: Any, dotted: str) -> Any:
 def run_cli(cls: type[Config], argv: list[str] | None, prog: str, description: str,
             run: Callable[[Config], int]) -> int:
     """Parse the command line and run; bad input is one ``error:`` line and exit 2, Ctrl-C exit 130."""
+    return one_line_errors(lambda: run(parse_config(cls, argv, prog, description)))
+
+
+def one_line_errors(command: Callable[[], int]) -> int:
+    """``command()``'s exit code; bad input is one ``error:`` line and exit 2, Ctrl-C exit 130."""
     try:
-        return run(parse_config(cls, argv, prog, description))
+        return command()
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -121,8 +121,11 @@ class Evaluator:
     progress: bool = True
     _tokens: torch.Tensor = field(init=False)
     _stopwords: torch.Tensor = field(init=False)
+    _norm: nn.Module = field(init=False)  # the logit lens: final norm, then LM head
+    _head: nn.Module = field(init=False)
 
     def __post_init__(self) -> None:
+        self._norm, self._head = models.final_norm(self.model), self.model.get_output_embeddings()
         device = models.input_device(self.model)
         self._tokens = torch.as_tensor(self.token_ids, dtype=torch.long, device=device)
         self._stopwords = torch.as_tensor(self.stopwords, dtype=torch.float32, device=device)
@@ -167,14 +170,13 @@ class Evaluator:
 
     def _lens(self, hidden_states: list[torch.Tensor], final: np.ndarray) -> np.ndarray:
         """One window's sums of entropy and margin through the logit lens, per cascade layer."""
-        norm, head = models.final_norm(self.model), self.model.get_output_embeddings()
         sums = np.zeros((len(self.cascade_layers), 2))
         for row, layer in enumerate(self.cascade_layers):
             if layer == self.n_layers - 1:  # hidden_states[-1] is after the final norm: the model's own logits
                 sums[row] = final[1:3]
                 continue
             for at in range(0, len(hidden_states[layer + 1]), CHUNK):
-                lens = Distribution.of(head(norm(hidden_states[layer + 1][at:at + CHUNK])))
+                lens = Distribution.of(self._head(self._norm(hidden_states[layer + 1][at:at + CHUNK])))
                 sums[row] += torch.stack([lens.entropy().sum(), lens.margin(self.margin_k).sum()]).double().cpu().numpy()
         return sums
 

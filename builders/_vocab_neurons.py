@@ -83,7 +83,7 @@ def vocabulary(model: nn.Module, tokenizer: object) -> Vocabulary:
     gain, centred = norm_gain(models.final_norm(model), unembedding.shape[1], next(model.parameters()))
     known = min(len(tokenizer), unembedding.shape[0])  # type: ignore[arg-type]
     raw = [str(token) for token in tokenizer.convert_ids_to_tokens(list(range(known)))]  # type: ignore[attr-defined]
-    decoded = [tokenizer.decode([token_id]) for token_id in range(known)]  # type: ignore[attr-defined]
+    decoded = tokenizer.batch_decode([[token_id] for token_id in range(known)])  # type: ignore[attr-defined]
     padding = [""] * (unembedding.shape[0] - known)  # rows the tokenizer never emits
     return Vocabulary(unembedding, gain, centred, raw + padding, decoded + padding)
 

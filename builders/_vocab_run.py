@@ -16,7 +16,6 @@ import numpy as np
 
 from builders._detect import SuperWeight
 from builders._down_proj import NO_EXPERT, DownProjection
-from builders._router import RouterAnalysis
 from builders._superweight_run import ModelRun
 from builders._vocab_classes import class_masks
 from builders._vocab_configs import VocabConfig
@@ -109,10 +108,8 @@ def neuron_cards(config: VocabConfig, neurons: list[Neuron], vocab: Vocabulary) 
                         config.cards.enrichment_top) for neuron in neurons]
 
 
-def p_active(router: RouterAnalysis | np.ndarray | None, layer: int, expert: int,
-             projection: DownProjection) -> float:
-    """How often ``expert`` of ``layer`` is routed (router analysis or stored table); NaN for dense weights."""
-    table = router.p_active if isinstance(router, RouterAnalysis) else router
+def p_active(table: np.ndarray | None, layer: int, expert: int, projection: DownProjection) -> float:
+    """How often ``expert`` of ``layer`` is routed (a router's (layer, expert) p_active); NaN for dense weights."""
     if table is None or expert == NO_EXPERT or projection.kind != "experts":
         return math.nan
     return float(table[layer, expert])

@@ -215,20 +215,22 @@ def _release_memory() -> None:
 
 def _analyse_model(config: VocabConfig, location: StoreLocation, model: _Model) -> bool:
     """Card one model; False when its cards were complete already."""
-    if not config.overwrite and set(CARD_TABLES) <= complete_tables(location, model.label):
+    done = complete_tables(location, model.label)  # read once: nothing else writes this model (its lease)
+    if not config.overwrite and set(CARD_TABLES) <= done:
         print(f"Nothing to do: the cards of model {model.label!r} are complete in {location.display()}.")
         return False
     loaded = models.load_model(model.source, model.config)
     run = ModelRun(loaded, model.tokenizer, down_projections(loaded, models.num_layers(model.model_config)),
                    calibration_rows(config, model.tokenizer), model.token_ids, router_texts(config, model.tokenizer))
-    plan = _plan(config, location, model, run)  # every input checked against the model before any write
+    plan = _plan(config, location, model, run, done)  # every input checked against the model before any write
     lease = Lease(location, slot_key(SUPERWEIGHTS_GROUP, model.label), f"card super weights of {model.label!r}")
     with reporting_write_faults(location), lease.acquire(interrupt=True):
         prepare_superweights(location, model.label, model_provenance(model.source, model.model_config, run),
                              replace=False)
         if config.overwrite:  # both go first: a crash must not leave new neuron cards beside old weight cards
             remove_card_tables(location, model.label)
-        _cards(config, location, model, run, plan)
+            done = done - set(CARD_TABLES)
+        _cards(config, location, model, run, plan, done)
     return True
 
 
@@ -241,43 +243,44 @@ class _Plan:
     weights_from: str  # "given", "store" or "detected"
     neurons: list[Neuron]
     cascade: list[int]
-    routing: RouterAnalysis | np.ndarray | None
+    p_active: np.ndarray | None  # (layer, expert) routing probabilities of an MoE model
 
 
-def _plan(config: VocabConfig, location: StoreLocation, model: _Model, run: ModelRun) -> _Plan:
-    routing = _router(location, model, run, config)
-    weights, records, source = _weights(config, location, model, run, routing)
+def _plan(config: VocabConfig, location: StoreLocation, model: _Model, run: ModelRun, done: set[str]) -> _Plan:
+    router, routing = _router(location, model, run, config, done)
+    weights, records, source = _weights(config, location, model, run, router, done)
     return _Plan(weights, records, source, card_neurons(run, weights, config.cards.neurons),
                  _cascade_layers(config, len(run.layers)), routing)
 
 
 def _weights(config: VocabConfig, location: StoreLocation, model: _Model, run: ModelRun,
-             routing: RouterAnalysis | np.ndarray | None) -> tuple[list[SuperWeight], list[int], str]:
+             router: RouterAnalysis | None, done: set[str]) -> tuple[list[SuperWeight], list[int], str]:
     """The weights to card, their weights-table records, and where they came from."""
     if config.weights:
         return given_weights(run, config.weights), [GIVEN] * len(config.weights), "given"
-    if "weights" in complete_tables(location, model.label):
+    if "weights" in done:
         weights = stored_weights(run, read_table(location, model.label, "weights"))
         return weights, list(range(len(weights))), "store"
-    router = routing if isinstance(routing, RouterAnalysis) else None  # a stored table cannot gate detection
     detection = run_detection(run, config, router)  # type: ignore[arg-type]  # VocabConfig has its sections
     return detection.weights, [GIVEN] * len(detection.weights), "detected"
 
 
-def _router(location: StoreLocation, model: _Model, run: ModelRun,
-            config: VocabConfig) -> RouterAnalysis | np.ndarray | None:
-    """The stored router table's p_active, else a router analysis (MoE only); None for dense models."""
+def _router(location: StoreLocation, model: _Model, run: ModelRun, config: VocabConfig,
+            done: set[str]) -> tuple[RouterAnalysis | None, np.ndarray | None]:
+    """(the router analysis, when one runs: it gates detection; the experts' p_active) of an MoE model, whose
+    stored router table spares the analysis; (None, None) for dense models."""
     if not run.is_moe:
-        return None
-    if "router" in complete_tables(location, model.label):
-        return np.asarray(read_table(location, model.label, "router")["p_active"].values)
-    return run_router(run, config)  # type: ignore[arg-type]  # VocabConfig has its sections
+        return None, None
+    if "router" in done:
+        return None, np.asarray(read_table(location, model.label, "router")["p_active"].values)
+    router = run_router(run, config)  # type: ignore[arg-type]  # VocabConfig has its sections
+    return router, router.p_active
 
 
-def _cards(config: VocabConfig, location: StoreLocation, model: _Model, run: ModelRun, plan: _Plan) -> None:
+def _cards(config: VocabConfig, location: StoreLocation, model: _Model, run: ModelRun, plan: _Plan,
+           done: set[str]) -> None:
     vocab = vocabulary(run.model, run.tokenizer)
     settings = json.dumps(model.settings, sort_keys=True)
-    done = complete_tables(location, model.label)
     if "neuron_cards" not in done:
         _write_neuron_cards(config, location, model.label, plan, vocab, settings)
     if "weight_cards" not in done:  # present on a rerun that lacked only the neuron cards
@@ -287,7 +290,7 @@ def _cards(config: VocabConfig, location: StoreLocation, model: _Model, run: Mod
 def _write_neuron_cards(config: VocabConfig, location: StoreLocation, label: str, plan: _Plan, vocab: Any,
                         settings: str) -> None:
     cards = neuron_cards(config, plan.neurons, vocab)
-    routing = [p_active(plan.routing, neuron.layer, neuron.expert, neuron.projection) for neuron in plan.neurons]
+    routing = [p_active(plan.p_active, neuron.layer, neuron.expert, neuron.projection) for neuron in plan.neurons]
     write_table(location, label, "neuron_cards", neuron_table(cards, vocab, routing, _neuron_attrs(config, settings)))
     if config.verbose:
         for card in cards:
@@ -300,7 +303,7 @@ def _write_weight_cards(config: VocabConfig, location: StoreLocation, model: _Mo
                                  config.eval.drop_first_token)
     evaluator = Evaluator(run.model, model.token_ids, windows, config.eval.batch_size, stopword_mask(vocab.decoded),
                           config.cards.margin_k, plan.cascade, len(run.layers), config.progress)
-    routing = [p_active(plan.routing, weight.layer, weight.expert, weight.projection) for weight in plan.weights]
+    routing = [p_active(plan.p_active, weight.layer, weight.expert, weight.projection) for weight in plan.weights]
     baseline, cards = weight_cards(config, evaluator, plan.weights, plan.records, routing)
     attrs = _weight_attrs(config, settings, evaluator, plan.weights_from)
     write_table(location, model.label, "weight_cards", weight_table(cards, baseline, vocab, plan.cascade, attrs))

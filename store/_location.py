@@ -124,6 +124,11 @@ class StoreLocation:
         except Exception as error:  # noqa: BLE001 - any transport failure means unreachable
             raise StoreLocationError(self._unreachable(error)) from error
 
+
+    def check_exists(self) -> None:
+        """Refuse, in one line, a location that holds no store (no zarr.json)."""
+        if not self.exists():
+            raise StoreLocationError(f"no store at {self.display()!r} (no zarr.json); check the path or URL")
     def check_writable(self) -> None:
         """Write and delete a probe object, so a bad location fails before any work."""
         if not self.is_remote:

@@ -32,7 +32,7 @@ from store._validate_items import item_problems
 from store._validate_superweights import superweight_problems
 from store._validate_vectors import vector_problems
 from store._vectors import VECTORS_GROUP
-from store.errors import ContractError, StoreLocationError
+from store.errors import ContractError
 
 LAYER_LABEL = re.compile(r"^(embed|middle|pre_last|layer_\d+)$")
 PROVENANCE_KEYS = ("model_id", "revision", "config", "created", "versions")
@@ -48,8 +48,7 @@ def validate_store(location: StoreLocation | str) -> xr.Dataset:
     """
     if isinstance(location, str):
         location = StoreLocation(location)
-    if not location.exists():
-        raise StoreLocationError(f"no store at {location.display()!r} (no zarr.json); check the path or URL")
+    location.check_exists()
     groups = _top_groups(location)
     if STATS_GROUP not in groups and groups & {*ITEM_GROUPS, VECTORS_GROUP, SUPERWEIGHTS_GROUP}:  # no stats
         _raise(_stale_metadata(location) + _other_groups(location), location.display())
