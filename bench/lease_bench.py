@@ -68,7 +68,7 @@ def _block(start: int, layout: StatsLayout) -> StatsBlock:
     rng = np.random.default_rng(start)
     n = layout.token_chunk
     return StatsBlock(start, rng.normal(size=(3, 3, n)).astype(np.float32),
-                      rng.normal(size=(3, n, 8)).astype(np.float32))
+                      rng.normal(size=(3, n, 8)).astype(np.float32), rng.integers(0, 8, (3, n), dtype=np.int32))
 
 
 def _commit(location: StoreLocation, session: Any, units: list[Unit], unit: Unit, block: StatsBlock,

@@ -1,6 +1,6 @@
 """Forward hooks that reduce activations to per-token statistics on the model's device.
 
-Only the reduced statistics (metrics x tokens, and k sampled channels) leave the
+Only the reduced statistics (metrics x tokens, each token's peak channel, and k sampled channels) leave the
 device; the full (tokens, d) activation never does. After the last hooked layer
 the forward pass is cut short: the rest of the network would be wasted work.
 """
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from builders._metrics import compute_metrics
+from builders._metrics import compute_statistics
 
 
 class _StopForward(Exception):
@@ -100,13 +100,14 @@ class StatsCapture(ForwardHooks):
         self._channel_index = torch.as_tensor(channel_index, dtype=torch.long)
         self._stop_after_last = stop_after_last
         self._values: list[torch.Tensor | None] = []
+        self._peaks: list[torch.Tensor | None] = []
         self._channels: list[torch.Tensor | None] = []
 
     def _make_hook(self, position: int) -> Any:
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
             hidden = _hidden(output)
             flat = hidden.reshape(-1, hidden.shape[-1])
-            self._values[position] = compute_metrics(flat, self._metric_names)
+            self._values[position], self._peaks[position] = compute_statistics(flat, self._metric_names)
             if self._channel_index.shape[-1]:
                 index = self._channel_index[position].to(flat.device)
                 self._channels[position] = flat.index_select(1, index).float()
@@ -118,10 +119,11 @@ class StatsCapture(ForwardHooks):
     def _all_captured(self) -> bool:
         return all(value is not None for value in self._values)
 
-    def run(self, body: nn.Module, token_ids: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """Metrics (layer, metric, tokens) and channels (layer, tokens, k) for one batch."""
+    def run(self, body: nn.Module, token_ids: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Metrics (layer, metric, tokens), channels (layer, tokens, k) and the peak's channel
+        (layer, tokens) int32 for one batch."""
         n_points = len(self._modules)
-        self._values, self._channels = [None] * n_points, [None] * n_points
+        self._values, self._peaks, self._channels = [None] * n_points, [None] * n_points, [None] * n_points
         with torch.inference_mode():
             try:
                 body(input_ids=token_ids, use_cache=False)
@@ -134,4 +136,5 @@ class StatsCapture(ForwardHooks):
         channels = np.stack(
             [c.cpu().numpy() if c is not None else np.zeros((n_tokens, 0), np.float32) for c in self._channels]
         )
-        return values, channels
+        peaks = np.stack([p.cpu().numpy() for p in self._peaks])  # type: ignore[union-attr]
+        return values, channels, peaks

@@ -68,8 +68,14 @@ class TokenVectors:
         return self.abs.sum(-1)
 
     @cached_property
+    def peak(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """max|x| and the first channel holding it: one pass gives both (torch.max returns the first)."""
+        values, channels = self.abs.max(-1)
+        return values, channels
+
+    @property
     def linf(self) -> torch.Tensor:
-        return self.abs.amax(-1)
+        return self.peak[0]
 
     @cached_property
     def squares(self) -> torch.Tensor:
@@ -220,10 +226,24 @@ METRICS: dict[str, Metric] = {
 }
 
 
+ARGMAX_CHANNEL = "argmax_channel"
+ARGMAX_DEFINITION = "the hidden channel holding max(|x|) (the first, on ties); int32, beside linf_norm"
+
+
 def compute_metrics(x: torch.Tensor, names: Sequence[str]) -> torch.Tensor:
     """(n_metrics, tokens) float32 for activations ``x`` of shape (..., d)."""
+    return compute_statistics(x, names)[0]
+
+
+def compute_statistics(x: torch.Tensor, names: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The metrics (n_metrics, tokens) float32 and ``argmax_channel`` (tokens,) int32 of ``x`` (..., d).
+
+    The peak's channel comes from the same pass as ``linf_norm``: the k sampled channels of
+    ``channel_wise`` usually miss the one channel that carries a massive activation.
+    """
     vectors = TokenVectors(x.reshape(-1, x.shape[-1]))
-    return torch.stack([METRICS[name].compute(vectors) for name in names])
+    metrics = torch.stack([METRICS[name].compute(vectors) for name in names])
+    return metrics, vectors.peak[1].to(torch.int32)
 
 
 def definitions(names: Sequence[str]) -> dict[str, str]:

@@ -70,8 +70,8 @@ def run_batches(body: nn.Module, capture: StatsCapture, batches: Iterable[Batch]
     computed = 0
     with capture:
         for batch in batches:
-            values, channels = capture.run(body, torch.as_tensor(batch.token_ids, device=device))
-            writer.append(StatsBlock(batch.start, values, channels))
+            values, channels, peaks = capture.run(body, torch.as_tensor(batch.token_ids, device=device))
+            writer.append(StatsBlock(batch.start, values, channels, peaks))
             computed += batch.token_ids.size
             if progress is not None:
                 progress.update(batch.token_ids.size)

@@ -38,7 +38,7 @@ import zarr
 from zarr.core.chunk_key_encodings import ChunkKeyEncoding, parse_chunk_key_encoding
 
 from store._location import StoreLocation
-from store._schema import DIMS, EMPTY_CHUNKS_ATTR, STATS_GROUP, STREAMED
+from store._schema import DIMS, EMPTY_CHUNKS_ATTR, OPTIONAL, STATS_GROUP, STREAMED
 from store.errors import StoreMismatchError
 
 EMPTY = 2**64 - 1  # zarr's MAX_UINT_64: offset and nbytes of an inner chunk that is not stored
@@ -181,6 +181,8 @@ def _read_metadata(fs: fsspec.AbstractFileSystem,
         document = _parse_metadata(raw.get(f"{root}/{key}", FileNotFoundError(key)), node_type)
         if document is None and name in _FORMAT_2_ONLY and _format_version(documents) == 1:
             continue
+        if document is None and name in OPTIONAL:
+            continue  # a store written before it (the consolidated metadata says whether it should exist)
         if document is None:
             found.append(Damage(name, f"is missing (no {key})", key=key))
         elif isinstance(document, str):

@@ -35,6 +35,7 @@ UNIT_COMMITTED = 2  # every variable of the unit final
 
 DIMS = {
     "value": ("model", "layer", "metric", "token"),
+    "argmax_channel": ("model", "layer", "token"),
     "channel_value": ("model", "layer", "token", "channel"),
     "channel_index": ("model", "layer", "channel"),
     "token_id": ("model", "token"),
@@ -45,6 +46,7 @@ DIMS = {
 }
 DTYPES = {
     "value": np.float32,
+    "argmax_channel": np.int32,
     "channel_value": np.float32,
     "channel_index": np.int32,
     "token_id": np.int32,
@@ -54,7 +56,10 @@ DTYPES = {
     "unit_state": np.int8,
 }
 # Variables written token chunk by token chunk; the others are written with the template.
-STREAMED = ("value", "channel_value", "token_id", "doc_index")
+STREAMED = ("value", "argmax_channel", "channel_value", "token_id", "doc_index")
+# Variables that stores written before them lack: readers, validator and builds go on without them.
+ARGMAX = "argmax_channel"
+OPTIONAL = (ARGMAX,)
 
 
 @dataclass(frozen=True)

@@ -218,7 +218,7 @@ def _add_model(group: zarr.Group, labels: list[str], slot: ModelSlot, lease: Lea
     """Grow every model-indexed array by one slot; idempotent if interrupted and re-run."""
     index = labels.index("") if "" in labels else len(labels)
     n_models = index + 1
-    for name in (*DIMS, "model"):
+    for name in (name for name in (*DIMS, "model") if name in group):  # optional variables may be absent
         lease.ensure_held()  # a process paused past its lease must not change metadata another now owns
         array = group[name]
         if array.shape[0] < n_models:

@@ -20,6 +20,7 @@ from store._schema import (
     DTYPES,
     FORMAT_NAME,
     MIN_SHARD_BYTES,
+    OPTIONAL,
     READABLE_VERSIONS,
     STATS_GROUP,
     STREAMED,
@@ -138,7 +139,8 @@ def _check_variables(dataset: xr.Dataset) -> list[str]:
         if name == "unit_state" and dataset.attrs.get("format_version") == 1:
             continue  # format 1 has one commit marker per model only
         if name not in dataset.variables:
-            problems.append(f"variable {name!r} is missing")
+            if name not in OPTIONAL:
+                problems.append(f"variable {name!r} is missing")
         elif dataset[name].dims != dims:
             problems.append(f"{name!r} has dims {dataset[name].dims}, expected {dims}")
         elif dataset[name].dtype != DTYPES[name]:
@@ -209,7 +211,7 @@ def _check_chunks(dataset: xr.Dataset) -> list[str]:
         return [f"attrs['token_chunk'] is {token_chunk!r}, expected a positive integer"]
     problems = []
     n_tokens = dataset.sizes["token"]
-    for name in STREAMED:
+    for name in (name for name in STREAMED if name in dataset.variables):
         encoding = dataset[name].encoding
         shards = encoding.get("shards") or encoding.get("chunks")
         if shards is None:

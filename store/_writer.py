@@ -21,7 +21,7 @@ import numpy as np
 import zarr
 
 from store._lease import Lease
-from store._schema import UNIT_COMMITTED, UNIT_TOKENIZED
+from store._schema import ARGMAX, UNIT_COMMITTED, UNIT_TOKENIZED
 from store._staging import Staging
 from store._units import Unit, mark_unit
 
@@ -33,6 +33,7 @@ class StatsBlock:
     start: int
     values: np.ndarray  # (layer, metric, n) float32
     channels: np.ndarray  # (layer, n, channel) float32
+    peaks: np.ndarray | None = None  # (layer, n) int32: argmax_channel (None: not computed)
 
     @property
     def n_tokens(self) -> int:
@@ -45,17 +46,22 @@ class StatsBlock:
     def tail(self, first: int) -> StatsBlock:
         """The part of this block from absolute token ``first`` on."""
         skip = max(0, first - self.start)
-        return StatsBlock(self.start + skip, self.values[:, :, skip:], self.channels[:, skip:])
+        peaks = None if self.peaks is None else self.peaks[:, skip:]
+        return StatsBlock(self.start + skip, self.values[:, :, skip:], self.channels[:, skip:], peaks)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"values": self.values, "channels": self.channels}
+        arrays = {"values": self.values, "channels": self.channels}
+        return arrays if self.peaks is None else {**arrays, "peaks": self.peaks}
 
 
 def concat_blocks(blocks: list[StatsBlock]) -> StatsBlock:
+    # a checkpoint saved by a build that did not compute peaks leaves the unit without them
+    peaks = None if any(b.peaks is None for b in blocks) else np.concatenate([b.peaks for b in blocks], axis=1)
     return StatsBlock(
         start=blocks[0].start,
         values=np.concatenate([b.values for b in blocks], axis=2),
         channels=np.concatenate([b.channels for b in blocks], axis=1),
+        peaks=peaks,
     )
 
 
@@ -126,6 +132,11 @@ class UnitWriter:
         tokens = slice(self.unit.start, self.unit.end)
         _streamed(self._group, "value")[self._slot, :, :, tokens] = merged.values
         _streamed(self._group, "channel_value")[self._slot, :, tokens, :] = merged.channels
+        if ARGMAX in self._group:  # stores written before argmax_channel go on without it
+            if merged.peaks is None:
+                raise RuntimeError(f"unit {self.unit.index} has no argmax_channel to write (a checkpoint "
+                                   "from an older build): delete its _staging folder and rerun")
+            _streamed(self._group, ARGMAX)[self._slot, :, tokens] = merged.peaks
         mark_unit(self._group, self._slot, self.unit, UNIT_COMMITTED, self._claim)
         if self._staging is not None:
             self._staging.clear()
@@ -134,6 +145,6 @@ class UnitWriter:
 def _staged_blocks(start: int, parts: list[dict[str, np.ndarray]]) -> list[StatsBlock]:
     blocks = []
     for part in parts:
-        blocks.append(StatsBlock(start, part["values"], part["channels"]))
+        blocks.append(StatsBlock(start, part["values"], part["channels"], part.get("peaks")))
         start = blocks[-1].end
     return blocks

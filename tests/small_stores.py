@@ -56,7 +56,8 @@ def write_slot(session: WriteSession, values: np.ndarray, channels: np.ndarray, 
         tokens = slice(unit.start, unit.end)
         write_unit_tokens(session.group, session.slot, unit, token_ids[tokens], doc_index[tokens], None)
         writer = UnitWriter(session.group, session.slot, unit, None, None, commit_seconds=60.0)
-        writer.append(StatsBlock(unit.start, values[:, :, tokens], channels[:, tokens]))
+        peaks = np.argmax(np.abs(values), axis=1).astype(np.int32)  # any int32 (layer, token) will do
+        writer.append(StatsBlock(unit.start, values[:, :, tokens], channels[:, tokens], peaks[:, tokens]))
         writer.commit()
     publish_prefix(session.group, session.slot, units, None)
 
@@ -71,9 +72,11 @@ def tree_digest(path: Path) -> str:
 
 
 def downgrade_to_format_1(location: StoreLocation) -> None:
-    """Make a store what format 1 wrote: no unit markers, format_version 1 (the base of upgrade tests)."""
+    """Make a store what format 1 wrote: no unit markers, no argmax_channel, format_version 1 (the base
+    of upgrade tests, and of the tests that stores without argmax_channel keep working)."""
     group = zarr.open_group(location.zarr_store(), path="stats", mode="r+", use_consolidated=False)
     del group["unit_state"]
+    del group["argmax_channel"]
     attrs = dict(group.attrs)
     attrs.pop("unit_tokens", None)
     group.attrs.clear()

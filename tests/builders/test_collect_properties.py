@@ -26,7 +26,7 @@ from store import ContractError, UnitWriter, validate_store
 from tiny_models import merged_tokenizer, save_tiny_model
 
 TEXT = " ".join(f"sentence {i} about the quick brown fox." for i in range(160))  # ~6,000 bytes
-STREAMED = ("value", "channel_value", "token_id", "doc_index")
+STREAMED = ("value", "argmax_channel", "channel_value", "token_id", "doc_index")
 
 
 @pytest.fixture(scope="module")

@@ -100,7 +100,7 @@ def test_two_models_built_at_once_both_land_whole(
     shared = validate_store(location)
     expected = xr.open_zarr(reference, group="stats")
     assert shared.committed_tokens.values.tolist() == [N_TOKENS, N_TOKENS]
-    for name in ("value", "channel_value", "token_id", "doc_index"):
+    for name in ("value", "argmax_channel", "channel_value", "token_id", "doc_index"):
         for label in ("a", "b"):
             assert shared[name].sel(model=label).values.tobytes() == expected[name].sel(model=label).values.tobytes()
     assert while_adding[:1] == [True], "the first build had ended before the second added its slot"

@@ -38,7 +38,7 @@ def test_capture_matches_raw_decoder_outputs(family: str, tiny_model: Callable[[
     channel_index = np.array([[0, 5, 9]] * 3)
     hooks_before = [len(m._forward_hooks) for m in modules]
     with StatsCapture(modules, ["rms", "kurtosis"], channel_index) as capture:
-        values, channels = capture.run(models.decoder_body(model), token_ids)
+        values, channels, peaks = capture.run(models.decoder_body(model), token_ids)
     assert [len(m._forward_hooks) for m in modules] == hooks_before, "hooks must be removed on exit"
     assert values.shape == (3, 2, 32) and channels.shape == (3, 32, 3)
     # reference: the full forward pass's hidden states (before the final norm)
@@ -50,6 +50,8 @@ def test_capture_matches_raw_decoder_outputs(family: str, tiny_model: Callable[[
         expected = compute_metrics(reference, ["rms", "kurtosis"]).numpy()
         np.testing.assert_allclose(values[position], expected, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(channels[position], reference.reshape(-1, 32)[:, [0, 5, 9]].numpy(), rtol=1e-6)
+        # argmax_channel: the channel of max|x|, which the k sampled channels usually miss
+        np.testing.assert_array_equal(peaks[position], np.argmax(np.abs(reference.reshape(-1, 32).numpy()), -1))
 
 
 _SEQ_LEN = 64

@@ -53,11 +53,13 @@ def _attrs(**build: Any) -> dict[str, Any]:
 _RNG = np.random.default_rng(0)
 FULL_VALUES = _RNG.normal(size=(2, 2, 1000)).astype(np.float32)
 FULL_CHANNELS = _RNG.normal(size=(2, 1000, 3)).astype(np.float32)
+FULL_PEAKS = _RNG.integers(0, 64, size=(2, 1000), dtype=np.int32)
 
 
 def _block(start: int, n: int) -> StatsBlock:
     """Tokens start..start+n of one fixed data set, however the stream is cut."""
-    return StatsBlock(start, FULL_VALUES[:, :, start:start + n], FULL_CHANNELS[:, start:start + n])
+    return StatsBlock(start, FULL_VALUES[:, :, start:start + n], FULL_CHANNELS[:, start:start + n],
+                      FULL_PEAKS[:, start:start + n])
 
 
 def _session(location: StoreLocation, label: str = "m") -> WriteSession:
@@ -95,6 +97,8 @@ def test_full_build_follows_the_contract(location: StoreLocation) -> None:
     assert dataset.unit_state.values.tolist() == [[UNIT_COMMITTED] * 4]
     np.testing.assert_array_equal(dataset.value.values[0], FULL_VALUES)
     np.testing.assert_array_equal(dataset.channel_value.values[0], FULL_CHANNELS)
+    np.testing.assert_array_equal(dataset.argmax_channel.values[0], FULL_PEAKS)
+    assert dataset.argmax_channel.dtype == np.int32
     assert dataset.value.encoding["chunks"] == (1, 1, 1, 128)
     assert dataset.value.encoding["shards"] == (1, 1, 1, 256)
 
@@ -134,6 +138,7 @@ def test_checkpoints_resume_bitwise_and_vanish_on_commit(location: StoreLocation
     resumed.commit()
     assert staging.checkpoints() == []
     np.testing.assert_array_equal(_stored(location).value.values[0, :, :, 256:512], FULL_VALUES[:, :, 256:512])
+    np.testing.assert_array_equal(_stored(location).argmax_channel.values[0, :, 256:512], FULL_PEAKS[:, 256:512])
 
 
 def test_second_model_gets_its_own_slot(location: StoreLocation) -> None:

@@ -227,7 +227,7 @@ def test_a_token_chunk_of_one_is_valid(valid_dataset: xr.Dataset) -> None:
     one_token = valid_dataset.isel(token=slice(0, 1)).assign(committed_tokens=valid_dataset.committed_tokens * 0 + 1)
     one_token.attrs["token_chunk"] = 1
     one_token.attrs["unit_tokens"] = 1
-    for name in ("value", "channel_value", "token_id", "doc_index"):
+    for name in ("value", "argmax_channel", "channel_value", "token_id", "doc_index"):
         shape = [1] * one_token[name].ndim
         one_token[name].encoding.update(chunks=tuple(shape), shards=tuple(shape))
     assert _problems(one_token) == ""
@@ -276,12 +276,14 @@ def test_a_unit_is_written_only_when_committed(tmp_path: Path) -> None:
     session = open_session(StoreLocation(str(tmp_path / "s.zarr")), LAYOUT, model_slot("m"), ATTRS)
     unit = plan_units(LAYOUT.n_tokens, LAYOUT.shard_tokens)[0]
     writer = UnitWriter(session.group, session.slot, unit, None, None, commit_seconds=0.0)
-    writer.append(StatsBlock(0, np.ones((2, 2, 100), np.float32), np.ones((2, 100, 2), np.float32)))
+    writer.append(StatsBlock(0, np.ones((2, 2, 100), np.float32), np.ones((2, 100, 2), np.float32),
+                             np.ones((2, 100), np.int32)))
     assert np.isnan(session.group["value"][0, 0, 0, :100]).all()
     with pytest.raises(RuntimeError, match="holds tokens 0..100"):
         writer.commit()  # an incomplete unit is never committed
     rest = unit.n_tokens - 100
-    writer.append(StatsBlock(100, np.ones((2, 2, rest), np.float32), np.ones((2, rest, 2), np.float32)))
+    writer.append(StatsBlock(100, np.ones((2, 2, rest), np.float32), np.ones((2, rest, 2), np.float32),
+                             np.ones((2, rest), np.int32)))
     writer.commit()
     assert int(session.group["unit_state"][0, 0]) == UNIT_COMMITTED
     assert (session.group["value"][0, 0, 0, :unit.end] == 1).all()
