@@ -27,6 +27,7 @@ from builders._provenance import model_provenance, sample_channels, store_attrs
 from builders._run import UnitJob, compute_unit
 from builders._runtime import ModelRuntime, load_runtime
 from builders._text import iter_documents
+from builders._vocabulary import vocabulary_of
 from builders.errors import DataError
 from store import (
     STATS_GROUP,
@@ -39,6 +40,7 @@ from store import (
     StoredStats,
     StoreLocation,
     Unit,
+    Vocabulary,
     WriteSession,
     check_compatible,
     check_intact,
@@ -50,8 +52,11 @@ from store import (
     reporting_write_faults,
     slot_key,
     stale_metadata,
+    structure_lease,
     unit_states,
+    vocabulary_keys,
     write_unit_tokens,
+    write_vocabulary,
 )
 from store.errors import ConfigError
 
@@ -107,6 +112,7 @@ class _Checked:
     layer_indices: list[int]
     rows: Iterator[tuple[np.ndarray, np.ndarray]]
     stored: StoredStats | None  # what the store held when checked (None: new or replaced)
+    vocabulary: Vocabulary  # kept in the store's vocab group, so queries decode ids without the tokenizer
 
 
 def _check(config: CollectConfig) -> _Checked:
@@ -133,7 +139,7 @@ def _check(config: CollectConfig) -> _Checked:
                      config.data.name, config.data.max_seq_len)
     models.quiet_loading(config.progress)
     return _Checked(location, _layout(config), source.label, source, model_config, hidden_size,
-                    layer_indices, rows, stored)
+                    layer_indices, rows, stored, vocabulary_of(tokenizer))
 
 
 def _model_slot(config: CollectConfig, checked: _Checked, dtype: str) -> ModelSlot:
@@ -165,7 +171,8 @@ Compute = Callable[[UnitJob, list[Unit], tqdm, Callable[[Unit], None]], int]
 def run(config: CollectConfig) -> int:
     """Validate everything that can fail, load the model (here or on the cluster), then build."""
     checked = _check(config)
-    if _complete(checked):  # a finished build re-run: no lease, no write, not a byte changed
+    if _complete(checked):  # a finished build re-run: no write, not a byte changed (but a missing vocabulary)
+        _add_missing_vocabulary(checked)
         print(_nothing_to_do(checked.label, checked.location, checked.stored.n_tokens if checked.stored else 0))
         return 0
     if config.cluster.address:
@@ -198,8 +205,25 @@ def _build(config: CollectConfig, checked: _Checked, dtype: str, compute: Comput
                                replace_for=key if config.overwrite else None)
         if session.note:
             print(session.note)
+        _record_vocabulary(checked)
         units, states = _tokenise(config, checked.rows, session, lease)
         return _compute_units(config, session, units, states, lease, compute, plugin)
+
+
+def _record_vocabulary(checked: _Checked) -> None:
+    """The model's vocabulary into the ``vocab`` group (once per tokenizer; a metadata change)."""
+    with structure_lease(checked.location, f"record the vocabulary of model {checked.label!r}"):
+        write_vocabulary(checked.location, checked.label, checked.vocabulary)
+
+
+def _add_missing_vocabulary(checked: _Checked) -> None:
+    """A store collected before stores kept vocabularies gains this model's on a re-run."""
+    if checked.label in vocabulary_keys(checked.location):
+        return
+    lease = Lease(checked.location, slot_key(STATS_GROUP, checked.label), f"collect model {checked.label!r}")
+    with reporting_write_faults(checked.location), lease.acquire(interrupt=True):
+        _record_vocabulary(checked)
+    print(f"Added the vocabulary of model {checked.label!r} (queries decode its tokens from the store).")
 
 
 def _tokenise(config: CollectConfig, rows: Iterator[tuple[np.ndarray, np.ndarray]], session: WriteSession,

@@ -20,10 +20,11 @@ from store._schema import FORMAT_NAME, STATS_GROUP
 from store._staging import STAGING_DIR
 from store._superweights import SUPERWEIGHTS_GROUP
 from store._vectors import VECTORS_GROUP
+from store._vocab import VOCAB_GROUP
 from store.errors import StoreLocationError
 
 OUR_ENTRIES = {"zarr.json", STATS_GROUP, "fits", LEASE_DIR, STAGING_DIR, *ITEM_GROUPS, VECTORS_GROUP,
-               SUPERWEIGHTS_GROUP}  # what a store of this project holds at its root
+               SUPERWEIGHTS_GROUP, VOCAB_GROUP}  # what a store of this project holds at its root
 # leftovers of a kill: zarr's atomic-write temporaries ("zarr.<hex>.partial") and our write probes
 _LEFTOVER = re.compile(r"^(zarr\.[0-9a-f]{32}\.partial|\.write-probe-[0-9a-f]{32})$")
 _SHOWN = 3  # entries named in the refusal

@@ -17,6 +17,7 @@ import warnings
 from fractions import Fraction
 from typing import Any
 
+import numpy as np
 import xarray as xr
 import zarr
 
@@ -61,6 +62,15 @@ def prepare_group(location: StoreLocation, group: str, label: str, model_attrs: 
                           "description": "see docs/store-format.md"})
     model = root.require_group(group).require_group(label)
     model.attrs.update(model_attrs)
+
+
+def string_columns(dataset: xr.Dataset) -> xr.Dataset:
+    """Text columns as NumPy's StringDType, Zarr's variable-length UTF-8 string: also an empty column,
+    which as an object array would be written as float64."""
+    stored = dataset.copy()
+    for name in [name for name, values in dataset.variables.items() if values.dtype.kind in "OU"]:
+        stored[name] = stored[name].astype(np.dtypes.StringDType())
+    return stored
 
 
 def write_item(location: StoreLocation, path: str, dataset: xr.Dataset,

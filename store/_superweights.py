@@ -23,7 +23,7 @@ import pandas as pd
 import xarray as xr
 import zarr
 
-from store._items import complete_children, write_item
+from store._items import complete_children, string_columns, write_item
 from store._location import StoreLocation, open_existing_group
 from store._schema import MODEL_LABEL
 from store.errors import ConfigError, ContractError, StoreLocationError
@@ -166,20 +166,11 @@ def prepare_superweights(location: StoreLocation, label: str, model_attrs: dict[
         node.attrs.update(_jsonable(model_attrs))
 
 
-def _storable(dataset: xr.Dataset) -> xr.Dataset:
-    """Text columns as NumPy's StringDType, Zarr's variable-length UTF-8 string: also an empty column,
-    which as an object array would be written as float64."""
-    stored = dataset.copy()
-    for name in [name for name, values in dataset.variables.items() if values.dtype.kind in "OU"]:
-        stored[name] = stored[name].astype(np.dtypes.StringDType())
-    return stored
-
-
 def write_table(location: StoreLocation, label: str, table: str, dataset: xr.Dataset) -> None:
     """Write one table of model ``label`` whole, then its commit marker; a table off the schema is refused."""
     check_label(label)
     _check_table(table, SUPERWEIGHT_TABLES)
-    _write_checked(location, _table_path(label, table), table, _storable(dataset))
+    _write_checked(location, _table_path(label, table), table, string_columns(dataset))
 
 
 def _write_checked(location: StoreLocation, path: str, table: str, dataset: xr.Dataset) -> None:
@@ -299,4 +290,4 @@ def summarise(location: StoreLocation) -> xr.Dataset:
 
 def write_summary(location: StoreLocation) -> None:
     """Rewrite ``superweights/_summary`` from the complete tables of every model (a committed item)."""
-    _write_checked(location, f"{SUPERWEIGHTS_GROUP}/{SUMMARY_TABLE}", SUMMARY_TABLE, _storable(summarise(location)))
+    _write_checked(location, f"{SUPERWEIGHTS_GROUP}/{SUMMARY_TABLE}", SUMMARY_TABLE, string_columns(summarise(location)))

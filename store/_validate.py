@@ -33,6 +33,7 @@ from store._validate_items import item_problems
 from store._validate_superweights import superweight_problems
 from store._validate_vectors import vector_problems
 from store._vectors import VECTORS_GROUP
+from store._vocab import vocab_problems
 from store.errors import ContractError
 
 LAYER_LABEL = re.compile(r"^(embed|middle|pre_last|layer_\d+)$")
@@ -62,14 +63,16 @@ def validate_store(location: StoreLocation | str) -> xr.Dataset:
         dataset = xr.open_zarr(location.zarr_store(read_only=True), group=STATS_GROUP)
     except (ValueError, KeyError, FileNotFoundError) as error:  # e.g. arrays disagree on a dim's size
         _raise([*problems, f"xarray cannot open the {STATS_GROUP!r} group ({error})"], location.display())
-    problems += _check_dataset(dataset) + _damage_lines(damaged) + _other_groups(location)
+    labels = [str(label) for label in dataset["model"].values] if "model" in dataset.variables else None
+    problems += _check_dataset(dataset) + _damage_lines(damaged) + _other_groups(location, labels)
     _raise(problems, location.display())
     return dataset
 
 
-def _other_groups(location: StoreLocation) -> list[str]:
-    """Problems of the groups beside ``stats``: the item groups, ``vectors`` and ``superweights``."""
-    problems = item_problems(location) + vector_problems(location) + superweight_problems(location)
+def _other_groups(location: StoreLocation, stats_models: list[str] | None = None) -> list[str]:
+    """Problems of the groups beside ``stats``: the item groups, ``vectors``, ``superweights`` and ``vocab``."""
+    problems = (item_problems(location) + vector_problems(location) + superweight_problems(location)
+                + vocab_problems(location, stats_models))
     groups = _top_groups(location)
     if not problems and VECTORS_GROUP in groups:
         try:

@@ -1,0 +1,165 @@
+"""The ``vocab`` group: what every token id of a model is, so that queries need neither the model nor the hub.
+
+```
+vocab/                     attrs: format "activation-vocab", format_version 1,
+│                                 models {model label: vocabulary key}
+└── <key>/                 one vocabulary, shared by every model whose table is the same (an item)
+    token   (token_id,)    str    the tokenizer's own token string ("Ġthe", "▁the", "<0x0A>")
+    text    (token_id,)    str    that id decoded alone ("\u0020the")
+    special (token_id,)    bool   a special token (EOS, BOS, chat markers)
+    file_name  (file,)     str    the tokenizer files, as saved by the tokenizer itself:
+    file_start (file,)     int64  file i is file_bytes[file_start[i] : file_start[i] + file_size[i]]
+    file_size  (file,)     int64
+    file_bytes (byte,)     uint8
+```
+
+The key is the first 16 hex digits of the SHA-256 of the table (tokens, texts, special flags),
+so two models share an entry exactly when every id means the same token: what comparing them token
+by token needs. An entry is an item of ``store/_items.py``: written whole, then ``complete``.
+The ``models`` mapping is rewritten under the store's structure lease, like every metadata change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+import numpy as np
+import xarray as xr
+import zarr
+
+from store._consolidated import consolidate
+from store._items import COMPLETE_ATTR, complete_children, open_item, string_columns, write_item
+from store._location import StoreLocation
+from store.errors import StoreLocationError
+
+VOCAB_GROUP = "vocab"
+VOCAB_FORMAT = "activation-vocab"
+VOCAB_VERSION = 1
+MODELS_ATTR = "models"
+ENTRY_ATTRS = ("key", "size", "eos_token_id", "bos_token_id", "tokenizer_class")
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """One tokenizer's table: id -> token string, decoded text, special flag; and its files."""
+
+    tokens: list[str]
+    texts: list[str]
+    special: np.ndarray  # (size,) bool
+    eos_token_id: int
+    bos_token_id: int = -1  # -1: none
+    tokenizer_class: str = ""
+    files: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """Deterministic: the same table gives the same key in every process and store."""
+        digest = hashlib.sha256()
+        for token, text in zip(self.tokens, self.texts):
+            digest.update(token.encode("utf-8", "surrogatepass") + b"\0" + text.encode("utf-8", "surrogatepass") + b"\0")
+        digest.update(np.asarray(self.special, bool).tobytes())
+        return digest.hexdigest()[:16]
+
+    def dataset(self) -> xr.Dataset:
+        names = sorted(self.files)
+        sizes = np.array([len(self.files[name]) for name in names], np.int64)
+        payload = b"".join(self.files[name] for name in names)
+        attrs = {"key": self.key, "size": len(self.tokens), "eos_token_id": int(self.eos_token_id),
+                 "bos_token_id": int(self.bos_token_id), "tokenizer_class": self.tokenizer_class}
+        return xr.Dataset({
+            "token": ("token_id", np.array(self.tokens, dtype=object)),
+            "text": ("token_id", np.array(self.texts, dtype=object)),
+            "special": ("token_id", np.asarray(self.special, bool)),
+            "file_name": ("file", np.array(names, dtype=object)),
+            "file_start": ("file", np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)),
+            "file_size": ("file", sizes),
+            "file_bytes": ("byte", np.frombuffer(payload, np.uint8)),
+        }, attrs=attrs)
+
+
+def _root(location: StoreLocation) -> zarr.Group:
+    return zarr.open_group(location.zarr_store(), mode="a", use_consolidated=False, zarr_format=3)
+
+
+def write_vocabulary(location: StoreLocation, label: str, vocabulary: Vocabulary) -> str:
+    """Record ``label``'s vocabulary (written once per key); returns the key. Hold the structure lease."""
+    key = vocabulary.key
+    if key not in complete_children(location, VOCAB_GROUP):
+        write_item(location, f"{VOCAB_GROUP}/{key}", string_columns(vocabulary.dataset()))
+    group = _root(location).require_group(VOCAB_GROUP)
+    models = dict(group.attrs.get(MODELS_ATTR, {}))
+    if group.attrs.get("format") != VOCAB_FORMAT or models.get(label) != key:
+        group.attrs.update({"format": VOCAB_FORMAT, "format_version": VOCAB_VERSION,
+                            "description": "see docs/store-format.md", MODELS_ATTR: {**models, label: key}})
+    consolidate(location)
+    return key
+
+
+def vocabulary_keys(location: StoreLocation) -> dict[str, str]:
+    """Model label -> vocabulary key, for the models whose vocabulary the store holds ({} if none)."""
+    try:
+        group = zarr.open_group(location.zarr_store(read_only=True), path=VOCAB_GROUP, mode="r",
+                                use_consolidated=False)
+    except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError):
+        return {}
+    return {str(label): str(key) for label, key in dict(group.attrs.get(MODELS_ATTR, {})).items()}
+
+
+def read_vocabulary(location: StoreLocation, label: str) -> xr.Dataset:
+    """Model ``label``'s vocabulary, loaded (a few MiB at most)."""
+    key = vocabulary_keys(location).get(label)
+    if key is None:
+        raise StoreLocationError(
+            f"store {location.display()!r} holds no vocabulary for model {label!r} (collected before the "
+            "store kept one); rerun the same python -m builders.collect command to add it")
+    entry = open_item(location, f"{VOCAB_GROUP}/{key}").load()
+    if entry.attrs.get(COMPLETE_ATTR) is not True:
+        raise StoreLocationError(f"the vocabulary of model {label!r} in {location.display()!r} is incomplete; "
+                                 "rerun the same python -m builders.collect command to finish it")
+    return entry
+
+
+def tokenizer_files(entry: xr.Dataset) -> dict[str, bytes]:
+    """File name -> bytes of the tokenizer files kept with a vocabulary entry."""
+    payload = np.asarray(entry["file_bytes"].values, np.uint8).tobytes()
+    starts, sizes = entry["file_start"].values, entry["file_size"].values
+    return {str(name): payload[int(start):int(start) + int(size)]
+            for name, start, size in zip(entry["file_name"].values, starts, sizes)}
+
+
+def vocab_problems(location: StoreLocation, stats_models: list[str] | None) -> list[str]:
+    """What breaks the contract of the ``vocab`` group (docs/store-format.md); [] for a store without one."""
+    keys = vocabulary_keys(location)
+    problems: list[str] = []
+    complete = set(complete_children(location, VOCAB_GROUP))
+    for label, key in keys.items():
+        if key not in complete:
+            problems.append(f"vocab: model {label!r} names entry {key!r}, which is missing or incomplete")
+        if stats_models is not None and label not in stats_models:
+            problems.append(f"vocab: model {label!r} is not a model of the stats group")
+    for key in sorted(complete):
+        problems += [f"vocab/{key}: {problem}" for problem in _entry_problems(open_item(location, f"{VOCAB_GROUP}/{key}"), key)]
+    return problems
+
+
+def _entry_problems(entry: xr.Dataset, key: str) -> list[str]:
+    problems = [f"lacks attribute {name!r}" for name in ENTRY_ATTRS if name not in entry.attrs]
+    expected = {"token": "token_id", "text": "token_id", "special": "token_id", "file_name": "file",
+                "file_start": "file", "file_size": "file", "file_bytes": "byte"}
+    for name, dim in expected.items():
+        if name not in entry.variables or entry[name].dims != (dim,):
+            problems.append(f"variable {name!r} missing or not along {dim!r}")
+    if problems:
+        return problems
+    loaded = entry.load()
+    if loaded.attrs.get("size") != loaded.sizes["token_id"]:
+        problems.append(f"attrs['size'] {loaded.attrs.get('size')!r} is not the {loaded.sizes['token_id']} tokens")
+    ends = loaded["file_start"].values + loaded["file_size"].values
+    if len(ends) and (ends.max() > loaded.sizes["byte"] or loaded["file_start"].values.min() < 0):
+        problems.append("a file lies outside file_bytes")
+    table = Vocabulary([str(t) for t in loaded["token"].values], [str(t) for t in loaded["text"].values],
+                       loaded["special"].values, 0)
+    if table.key != key:
+        problems.append(f"its table hashes to {table.key!r}, not its key")
+    return problems
+
