@@ -1,0 +1,162 @@
+"""``python -m analysis.query STORE QUERY``: which tokens, channels and text, answered from the store alone.
+
+Queries (each also a Python function returning a pandas DataFrame):
+  top        the k tokens with the largest metric at a layer, with their text and context  (top_tokens)
+  above      tokens above a threshold and/or a multiple of the median, e.g. massive activations  (tokens_above)
+  tokens     count, mean and max of a metric per vocabulary item  (token_stats)
+  positions  the same per position in the row, or per kind: first in row, after EOS, other  (position_stats)
+  channels   how often each hidden channel holds a token's largest |value|, per layer  (channel_histogram)
+
+    python -m analysis.query stores/activations.zarr top --layer middle --metric linf_norm -k 20
+    python -m analysis.query stores/activations.zarr above --threshold 100 --times_median 1000 --median_of mean_abs
+    python -m analysis.query s3://bucket/a.zarr tokens --metric kurtosis --format csv --output kurtosis.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from analysis._cli import add_store_arguments, flag, parse_arguments
+from analysis._queries import channel_histogram, position_stats, token_stats, tokens_above, top_tokens
+from store import InputError, OneLineParser, check_output_path
+
+__all__ = ["channel_histogram", "position_stats", "token_stats", "tokens_above", "top_tokens"]
+
+FORMATS = ("table", "csv", "json", "parquet")
+_TEXT_WIDTH = 60  # characters of context shown per row in the printed table (the files keep it whole)
+
+
+def _common(parser: argparse.ArgumentParser, metric: bool = True) -> None:
+    parser.add_argument("--model", action="append", default=None, metavar="LABEL",
+                        help="a model label of the store, repeatable (default: every model)")
+    if metric:
+        parser.add_argument("--layer", default="middle",
+                            help="layer label (embed, middle, pre_last, layer_N) or decoder-layer number; default middle")
+        parser.add_argument("--metric", default="linf_norm", help="a metric of the store; default linf_norm")
+    parser.add_argument("--format", choices=FORMATS, default="table",
+                        help="table (printed, default), csv, json (records) or parquet (needs --output)")
+    parser.add_argument("--output", default=None, metavar="FILE",
+                        help="write the result to FILE instead of printing it")
+
+
+def _hits(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--context", type=int, default=8,
+                        help="tokens of context either side of each hit, within its row (0: none); default 8")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="python -m analysis.query", description=__doc__.split("\n\n")[0],
+                           epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_store_arguments(parser)
+    queries = parser.add_subparsers(dest="query", required=True, metavar="QUERY", parser_class=OneLineParser)
+    top = queries.add_parser("top", help="the k tokens with the largest (or smallest) metric at a layer")
+    _common(top)
+    top.add_argument("-k", "--k", type=int, default=20, help="how many tokens; default 20")
+    top.add_argument("--smallest", action="store_true", help="the k smallest values instead")
+    _hits(top)
+    above = queries.add_parser("above", help="tokens above a threshold and/or a multiple of the median")
+    _common(above)
+    above.add_argument("--threshold", type=float, default=None, help="keep values above this")
+    above.add_argument(*flag("times", "median"), dest="times_median", type=float, default=None,
+                       help="keep values above this multiple of the median (Sun et al.: 1000)")
+    above.add_argument(*flag("median", "of"), dest="median_of", default=None,
+                       help="the metric whose median is meant (default: the metric itself; mean_abs approximates "
+                            "the median |activation|)")
+    above.add_argument("--limit", type=int, default=1000, help="at most this many rows per model; default 1000")
+    _hits(above)
+    tokens = queries.add_parser("tokens", help="count, mean and max of a metric per vocabulary item")
+    _common(tokens)
+    tokens.add_argument("--sort", choices=("count", "mean", "max"), default="count", help="order by; default count")
+    tokens.add_argument("--limit", type=int, default=None, help="print at most this many rows per model")
+    positions = queries.add_parser("positions", help="a metric per position in the row, or per kind of position")
+    _common(positions)
+    positions.add_argument("--by", choices=("position", "kind"), default="position",
+                           help="position in the row (default), or kind: first_in_row, after_eos, other")
+    channels = queries.add_parser("channels", help="how often each hidden channel holds a token's largest |value|")
+    _common(channels, metric=False)
+    channels.add_argument("--layer", default=None, help="one layer (default: every layer)")
+    channels.add_argument("--top", type=int, default=10, help="channels per layer; default 10")
+    return parser
+
+
+def _run_query(options: argparse.Namespace) -> pd.DataFrame:
+    common: dict[str, Any] = {"model": options.model, "storage_options": options.storage_options}
+    queries: dict[str, Callable[[], pd.DataFrame]] = {
+        "top": lambda: top_tokens(options.store, options.metric, options.layer, options.k, context=options.context,
+                                  smallest=options.smallest, **common),
+        "above": lambda: tokens_above(options.store, options.metric, options.layer, options.threshold,
+                                      options.times_median, options.median_of, limit=options.limit,
+                                      context=options.context, **common),
+        "tokens": lambda: _limited(token_stats(options.store, options.metric, options.layer, sort=options.sort,
+                                               **common), options.limit),
+        "positions": lambda: position_stats(options.store, options.metric, options.layer, by=options.by, **common),
+        "channels": lambda: channel_histogram(options.store, options.layer, top=options.top, **common),
+    }
+    return queries[options.query]()
+
+
+def _limited(frame: pd.DataFrame, limit: int | None) -> pd.DataFrame:
+    if limit is None:
+        return frame
+    if limit <= 0:
+        raise InputError(f"--limit must be a positive whole number, got {limit!r}")
+    return frame.groupby("model", sort=False).head(limit).reset_index(drop=True)
+
+
+def printable(frame: pd.DataFrame) -> str:
+    """The table for a terminal: text with its newlines and tabs shown as \\n and \\t, long text cut."""
+    shown = frame.copy()
+    for column in ("text", "context", "token"):
+        if column in shown:
+            shown[column] = [_escaped(str(value)) for value in shown[column]]
+    return shown.to_string(index=False) if len(shown) else "(no rows)"
+
+
+def _escaped(text: str) -> str:
+    text = text.encode("unicode_escape").decode("ascii") if any(ch in text for ch in "\n\t\r") else text
+    return text if len(text) <= _TEXT_WIDTH else text[: _TEXT_WIDTH - 1] + "…"
+
+
+def write(frame: pd.DataFrame, output_format: str, output: str | None) -> str | None:
+    """Write ``frame`` to ``output`` in ``output_format``; returns the text to print when there is no file."""
+    if output_format == "parquet" and output is None:
+        raise InputError("--format parquet writes a file: pass --output FILE.parquet")
+    if output is None:
+        return {"table": printable, "csv": lambda f: f.to_csv(index=False),
+                "json": lambda f: f.to_json(orient="records", indent=1, force_ascii=False)}[output_format](frame)
+    path = Path(check_output_path(output, "--output file"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if output_format == "parquet":
+        frame.to_parquet(path, index=False)
+    elif output_format == "json":
+        frame.to_json(path, orient="records", indent=1, force_ascii=False)
+    elif output_format == "csv":
+        frame.to_csv(path, index=False)
+    else:
+        path.write_text(printable(frame) + "\n", encoding="utf-8")
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_arguments(_build_parser(), argv)
+    try:
+        frame = _run_query(options)
+        text = write(frame, options.format, options.output)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if text is not None:
+        print(text)
+    else:
+        print(f"{len(frame):,} rows written to {options.output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
