@@ -105,8 +105,14 @@ def resolve_models(src: Source, model: str | Sequence[str] | None) -> list[str]:
 
 def _positive(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise InputError(f"{name} must be a positive whole number, got {value!r}; pass e.g. {name}=20")
+        raise InputError(f"{name} must be a positive whole number, got {value!r}; pass e.g. --{name} 20")
     return int(value)
+
+
+def _context_width(context: int) -> int:
+    if isinstance(context, bool) or not isinstance(context, (int, np.integer)) or context < 0:
+        raise InputError(f"context must be 0 or more tokens, got {context!r}; pass e.g. --context 8")
+    return int(context)
 
 
 def _series(src: Source, model: str, layer: str, metric: str) -> Any:
@@ -116,15 +122,27 @@ def _series(src: Source, model: str, layer: str, metric: str) -> Any:
 # ---- hits: top-k and thresholds ---------------------------------------------------------------------------
 
 
-def _context(src: Source, model: str, tokens: np.ndarray, width: int, vocabulary: TokenText | None) -> list[str]:
-    """The text of ``width`` tokens either side of each token (within its row), the token in [[ ]]."""
-    if width <= 0 or vocabulary is None or not tokens.size:
-        return [""] * tokens.size
+def _windows(src: Source, tokens: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each token's context window [start, end): ``width`` tokens either side, within its row."""
     row_start = tokens // src.seq_len * src.seq_len
     starts = np.maximum(row_start, tokens - width)
     ends = np.minimum(np.minimum(row_start + src.seq_len, src.dataset.sizes["token"]), tokens + width + 1)
-    wanted = np.unique(np.concatenate([np.arange(a, b) for a, b in zip(starts, ends)]))
-    ids = dict(zip(wanted.tolist(), src.read("token_id", (src.slot(model), wanted)).tolist()))
+    return starts, ends
+
+
+def _token_ids(src: Source, model: str, tokens: np.ndarray, width: int) -> dict[int, int]:
+    """Token position -> id for the hits and their windows, in one read (only the chunks holding them)."""
+    starts, ends = _windows(src, tokens, width)
+    wanted = np.unique(np.concatenate([tokens, *(np.arange(a, b) for a, b in zip(starts, ends))]))
+    return dict(zip(wanted.tolist(), src.read("token_id", (src.slot(model), wanted)).tolist()))
+
+
+def _context(src: Source, tokens: np.ndarray, width: int, ids: dict[int, int],
+             vocabulary: TokenText | None) -> list[str]:
+    """The text of ``width`` tokens either side of each token (within its row), the token in [[ ]]."""
+    if width <= 0 or vocabulary is None:
+        return [""] * tokens.size
+    starts, ends = _windows(src, tokens, width)
     texts = []
     for start, token, end in zip(starts, tokens, ends):
         run = [ids[i] for i in range(int(start), int(end))]
@@ -137,7 +155,8 @@ def _context(src: Source, model: str, tokens: np.ndarray, width: int, vocabulary
 def _hit_rows(src: Source, model: str, layer: str, metric: str, values: np.ndarray, tokens: np.ndarray,
               context: int, vocabulary: TokenText | None) -> pd.DataFrame:
     slot = src.slot(model)
-    token_ids = src.read("token_id", (slot, tokens)) if tokens.size else np.zeros(0, np.int32)
+    ids = _token_ids(src, model, tokens, context if vocabulary is not None else 0) if tokens.size else {}
+    token_ids = np.array([ids[int(token)] for token in tokens], np.int32)
     frame = pd.DataFrame({
         "model": model, "layer": layer, "metric": metric, "rank": np.arange(1, tokens.size + 1),
         "value": values.astype(np.float64), "token": tokens.astype(np.int64), "row": tokens // src.seq_len,
@@ -149,7 +168,7 @@ def _hit_rows(src: Source, model: str, layer: str, metric: str, values: np.ndarr
     if ARGMAX in src.group:
         layer_slot = [str(label) for label in src.dataset["layer"].values].index(layer)
         frame[ARGMAX] = src.read(ARGMAX, (slot, layer_slot, tokens)) if tokens.size else np.zeros(0, np.int32)
-    frame["context"] = _context(src, model, tokens, context, vocabulary)
+    frame["context"] = _context(src, tokens, context, ids, vocabulary)
     return frame
 
 
@@ -164,7 +183,7 @@ def top_tokens(store: xr.Dataset | str, metric: str = "linf_norm", layer: str | 
     earlier token; NaN values are never ranked.
     """
     src = source(store, storage_options)
-    k = _positive("k", k)
+    k, context = _positive("k", k), _context_width(context)
     layer, metric = resolve_layer(src, layer), resolve_metric(src, metric)
     labels = resolve_models(src, model)
     texts = vocabularies(src.location, labels)
@@ -196,6 +215,7 @@ def tokens_above(store: xr.Dataset | str, metric: str = "linf_norm", layer: str 
     layer, metric = resolve_layer(src, layer), resolve_metric(src, metric)
     median_metric = resolve_metric(src, median_of or metric)
     limit = None if limit is None else _positive("limit", limit)
+    context = _context_width(context)
     labels = resolve_models(src, model)
     texts = vocabularies(src.location, labels)
     frames = [_above_one(src, label, layer, metric, median_metric, threshold, times_median, limit, context,

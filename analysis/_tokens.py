@@ -86,7 +86,7 @@ def vocabularies(location: StoreLocation, labels: list[str]) -> dict[str, TokenT
                       "before stores kept one): token texts are left empty; rerun the same python -m "
                       "builders.collect command to add it", UserWarning, stacklevel=3)
     loaded: dict[str, TokenText] = {}
-    for key in set(keys[label] for label in labels if label in keys):
+    for key in {keys[label] for label in labels if label in keys}:
         label = next(label for label in labels if keys.get(label) == key)
         loaded[key] = vocabulary_of(location, label)
     return {label: loaded.get(keys.get(label, "")) for label in labels}

@@ -29,67 +29,73 @@ from store import InputError, OneLineParser, check_output_path
 __all__ = ["channel_histogram", "position_stats", "token_stats", "tokens_above", "top_tokens"]
 
 FORMATS = ("table", "csv", "json", "parquet")
+QUERIES = ("top", "above", "tokens", "positions", "channels")
 _TEXT_WIDTH = 60  # characters of context shown per row in the printed table (the files keep it whole)
 
 
-def _common(parser: argparse.ArgumentParser, metric: bool = True) -> None:
-    parser.add_argument("--model", action="append", default=None, metavar="LABEL",
-                        help="a model label of the store, repeatable (default: every model)")
-    if metric:
-        parser.add_argument("--layer", default="middle",
-                            help="layer label (embed, middle, pre_last, layer_N) or decoder-layer number; default middle")
-        parser.add_argument("--metric", default="linf_norm", help="a metric of the store; default linf_norm")
-    parser.add_argument("--format", choices=FORMATS, default="table",
-                        help="table (printed, default), csv, json (records) or parquet (needs --output)")
-    parser.add_argument("--output", default=None, metavar="FILE",
-                        help="write the result to FILE instead of printing it")
-
-
-def _hits(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--context", type=int, default=8,
-                        help="tokens of context either side of each hit, within its row (0: none); default 8")
+# option -> the queries it applies to; given to another query it is refused, not silently ignored
+_APPLIES = {"k": ("top",), "smallest": ("top",), "context": ("top", "above"), "threshold": ("above",),
+            "times_median": ("above",), "median_of": ("above",), "limit": ("above", "tokens"), "sort": ("tokens",),
+            "by": ("positions",), "top": ("channels",), "metric": ("top", "above", "tokens", "positions")}
+_DEFAULTS = {"k": 20, "context": 8, "limit": None, "sort": "count", "by": "position", "top": 10,
+             "metric": "linf_norm"}
 
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="python -m analysis.query", description=__doc__.split("\n\n")[0],
                            epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     add_store_arguments(parser)
-    queries = parser.add_subparsers(dest="query", required=True, metavar="QUERY", parser_class=OneLineParser)
-    top = queries.add_parser("top", help="the k tokens with the largest (or smallest) metric at a layer")
-    _common(top)
-    top.add_argument("-k", "--k", type=int, default=20, help="how many tokens; default 20")
-    top.add_argument("--smallest", action="store_true", help="the k smallest values instead")
-    _hits(top)
-    above = queries.add_parser("above", help="tokens above a threshold and/or a multiple of the median")
-    _common(above)
-    above.add_argument("--threshold", type=float, default=None, help="keep values above this")
-    above.add_argument(*flag("times", "median"), dest="times_median", type=float, default=None,
-                       help="keep values above this multiple of the median (Sun et al.: 1000)")
-    above.add_argument(*flag("median", "of"), dest="median_of", default=None,
-                       help="the metric whose median is meant (default: the metric itself; mean_abs approximates "
-                            "the median |activation|)")
-    above.add_argument("--limit", type=int, default=1000, help="at most this many rows per model; default 1000")
-    _hits(above)
-    tokens = queries.add_parser("tokens", help="count, mean and max of a metric per vocabulary item")
-    _common(tokens)
-    tokens.add_argument("--sort", choices=("count", "mean", "max"), default="count", help="order by; default count")
-    tokens.add_argument("--limit", type=int, default=None, help="print at most this many rows per model")
-    positions = queries.add_parser("positions", help="a metric per position in the row, or per kind of position")
-    _common(positions)
-    positions.add_argument("--by", choices=("position", "kind"), default="position",
-                           help="position in the row (default), or kind: first_in_row, after_eos, other")
-    channels = queries.add_parser("channels", help="how often each hidden channel holds a token's largest |value|")
-    _common(channels, metric=False)
-    channels.add_argument("--layer", default=None, help="one layer (default: every layer)")
-    channels.add_argument("--top", type=int, default=10, help="channels per layer; default 10")
+    parser.add_argument("query", nargs="?", default="top", choices=QUERIES, help="which query (default: top)")
+    parser.add_argument("--model", action="append", default=None, metavar="LABEL",
+                        help="a model label of the store, repeatable (default: every model)")
+    parser.add_argument("--layer", default=None,
+                        help="layer label (embed, middle, pre_last, layer_N) or decoder-layer number "
+                             "(default: middle; channels: every layer)")
+    parser.add_argument("--metric", default=None, help="a metric of the store (default: linf_norm)")
+    parser.add_argument("-k", "--k", type=int, default=None, help="top: how many tokens (default: 20)")
+    parser.add_argument("--smallest", action="store_true", default=None, help="top: the k smallest values instead")
+    parser.add_argument("--context", type=int, default=None,
+                        help="top, above: tokens of context either side of each hit, within its row (default: 8; 0: none)")
+    parser.add_argument("--threshold", type=float, default=None, help="above: keep values above this")
+    parser.add_argument(*flag("times", "median"), dest="times_median", type=float, default=None,
+                        help="above: keep values above this multiple of the median (Sun et al.: 1000)")
+    parser.add_argument(*flag("median", "of"), dest="median_of", default=None,
+                        help="above: the metric whose median is meant (default: the metric itself; mean_abs "
+                             "approximates the median |activation|)")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="above: at most this many rows per model (default: 1000); tokens: the same (default: all)")
+    parser.add_argument("--sort", choices=("count", "mean", "max"), default=None, help="tokens: order by (default: count)")
+    parser.add_argument("--by", choices=("position", "kind"), default=None,
+                        help="positions: position in the row (default), or kind: first_in_row, after_eos, other")
+    parser.add_argument("--top", type=int, default=None, help="channels: channels per layer (default: 10)")
+    parser.add_argument("--format", choices=FORMATS, default="table",
+                        help="table (printed, default), csv, json (records) or parquet (needs --output)")
+    parser.add_argument("--output", default=None, metavar="FILE", help="write the result to FILE instead of printing it")
     return parser
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = _build_parser()
+    options = parse_arguments(parser, argv)
+    for name, queries in _APPLIES.items():
+        if getattr(options, name) is not None and options.query not in queries:
+            spelled = "-k" if name == "k" else f"--{name}"
+            parser.error(f"{spelled} applies to the {' and '.join(queries)} quer{'ies' if len(queries) > 1 else 'y'}, "
+                         f"not to {options.query!r}; drop it")
+        if getattr(options, name) is None:
+            setattr(options, name, _DEFAULTS.get(name))
+    if options.query == "above" and options.limit is None:
+        options.limit = 1000
+    if options.query != "channels" and options.layer is None:
+        options.layer = "middle"
+    return options
 
 
 def _run_query(options: argparse.Namespace) -> pd.DataFrame:
     common: dict[str, Any] = {"model": options.model, "storage_options": options.storage_options}
     queries: dict[str, Callable[[], pd.DataFrame]] = {
         "top": lambda: top_tokens(options.store, options.metric, options.layer, options.k, context=options.context,
-                                  smallest=options.smallest, **common),
+                                  smallest=bool(options.smallest), **common),
         "above": lambda: tokens_above(options.store, options.metric, options.layer, options.threshold,
                                       options.times_median, options.median_of, limit=options.limit,
                                       context=options.context, **common),
@@ -144,7 +150,7 @@ def write(frame: pd.DataFrame, output_format: str, output: str | None) -> str | 
 
 
 def main(argv: list[str] | None = None) -> int:
-    options = parse_arguments(_build_parser(), argv)
+    options = _parse(argv)
     try:
         frame = _run_query(options)
         text = write(frame, options.format, options.output)
@@ -152,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if text is not None:
-        print(text)
+        print(text.rstrip("\n"))
     else:
         print(f"{len(frame):,} rows written to {options.output}", file=sys.stderr)
     return 0

@@ -18,7 +18,6 @@ import re
 import warnings
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import xarray as xr
 import zarr

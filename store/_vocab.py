@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+
 import numpy as np
 import xarray as xr
 import zarr
@@ -71,7 +72,7 @@ class Vocabulary:
             "text": ("token_id", np.array(self.texts, dtype=object)),
             "special": ("token_id", np.asarray(self.special, bool)),
             "file_name": ("file", np.array(names, dtype=object)),
-            "file_start": ("file", np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)),
+            "file_start": ("file", (np.cumsum(sizes) - sizes).astype(np.int64)),
             "file_size": ("file", sizes),
             "file_bytes": ("byte", np.frombuffer(payload, np.uint8)),
         }, attrs=attrs)
@@ -99,20 +100,21 @@ def vocabulary_keys(location: StoreLocation) -> dict[str, str]:
     """Model label -> vocabulary key, for the models whose vocabulary the store holds ({} if none)."""
     try:
         group = zarr.open_group(location.zarr_store(read_only=True), path=VOCAB_GROUP, mode="r",
-                                use_consolidated=False)
+                                use_consolidated=False, zarr_format=3)
     except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError):
         return {}
     return {str(label): str(key) for label, key in dict(group.attrs.get(MODELS_ATTR, {})).items()}
 
 
 def read_vocabulary(location: StoreLocation, label: str) -> xr.Dataset:
-    """Model ``label``'s vocabulary, loaded (a few MiB at most)."""
+    """Model ``label``'s vocabulary: the table loaded, the tokenizer files lazy (read when decoding runs)."""
     key = vocabulary_keys(location).get(label)
     if key is None:
         raise StoreLocationError(
             f"store {location.display()!r} holds no vocabulary for model {label!r} (collected before the "
             "store kept one); rerun the same python -m builders.collect command to add it")
-    entry = open_item(location, f"{VOCAB_GROUP}/{key}").load()
+    entry = open_item(location, f"{VOCAB_GROUP}/{key}")
+    entry = entry.assign({name: entry[name].load() for name in ("token", "text", "special")})
     if entry.attrs.get(COMPLETE_ATTR) is not True:
         raise StoreLocationError(f"the vocabulary of model {label!r} in {location.display()!r} is incomplete; "
                                  "rerun the same python -m builders.collect command to finish it")

@@ -113,6 +113,20 @@ def smollm2_folder() -> Path:
     return float32_folder()[0]
 
 
+@pytest.fixture(scope="session")
+def smollm2_store(smollm2_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The default command's store, 2,048 tokens of SmolLM2 (built once): its path and what it printed."""
+    from builders.collect import main
+
+    store = tmp_path_factory.mktemp("smollm2") / "smollm2.zarr"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["--store", str(store), "--data.max_tokens", "2048", "--stats.commit_tokens", "1024",
+                     "--progress", "false"])
+    assert code == 0, printed.getvalue()
+    return store, printed.getvalue()
+
+
 TINY_ARGS = [
     "--data.max_tokens", "4096", "--data.max_seq_len", "128", "--data.batch_size", "2",
     "--stats.channels", "8", "--stats.commit_tokens", "1024", "--stats.shard_tokens", "1024",

@@ -6,10 +6,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from conftest import TINY_ARGS
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "quickstart.ipynb"
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOK = NOTEBOOKS / "quickstart.ipynb"
 
 
 def test_quickstart_notebook_runs(tiny_model: Callable[[str], Path], tmp_path: Path,
@@ -27,3 +27,27 @@ def test_quickstart_notebook_runs(tiny_model: Callable[[str], Path], tmp_path: P
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs)
+
+
+@pytest.mark.slow
+def test_massive_activations_notebook_finds_smollm2s(smollm2_store: tuple[Path, str], tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Which tokens, which channel, which layers: the notebook's answers are the store's."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    from analysis.query import tokens_above
+
+    monkeypatch.setenv("ACTIVATION_STORE", str(smollm2_store[0]))
+    notebook = nbformat.read(NOTEBOOKS / "massive-activations.ipynb", as_version=4)
+    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs)
+    verdict = outputs[-1]["text"]
+    massive = tokens_above(str(smollm2_store[0]), "linf_norm", "middle", threshold=100, times_median=1000,
+                           median_of="mean_abs", limit=None, context=0)
+    assert len(massive) == 4 and set(massive.position) == {0}  # the first token of each of the 4 rows
+    channel = int(massive.argmax_channel.iloc[0])
+    assert "layer middle: 4 massive activations" in verdict and f"in channel {channel}" in verdict
+    assert "100% on the first token of a row" in verdict

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from small_stores import downgrade_to_format_1, tree_digest
 
 from analysis import open_store
 from builders.collect import main
-from store import StoreLocation, validate_store
+from store import StoreLocation, consolidate, validate_store, vocabulary_keys
 from store._staging import Staging
 
 Runner = Callable[..., tuple[int, str, str]]
@@ -119,3 +120,18 @@ def test_each_shard_is_written_about_once(built: tuple[Path, list[str]], tmp_pat
     else:
         assert 1.5 < ratio <= 2.5, ratio
     assert not list((path / "_staging").rglob("*.npz")), "checkpoints outlived their units"
+
+
+def test_a_rerun_adds_the_vocabulary_to_a_store_collected_before_stores_kept_one(
+        built: tuple[Path, list[str]], collect_cli: Runner, tmp_path: Path) -> None:
+    old = tmp_path / "old.zarr"
+    shutil.copytree(built[0], old)
+    zarr.open_group(str(old), mode="r+", use_consolidated=False).__delitem__("vocab")
+    consolidate(StoreLocation(str(old)))
+    statistics = tree_digest(old / "stats")
+    code, out, err = collect_cli(*built[1], "--store", str(old))
+    assert code == 0, err
+    assert "Added the vocabulary of model" in out and "Nothing to do" in out
+    assert tree_digest(old / "stats") == statistics  # not a statistic touched
+    validate_store(str(old))
+    assert vocabulary_keys(StoreLocation(str(old))) == vocabulary_keys(StoreLocation(str(built[0])))
