@@ -125,10 +125,11 @@ def test_a_paused_endpoint_ends_in_one_error_within_the_bound_and_the_build_resu
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 256 KiB tmpfs (root only): a real full disk and a real read-only remount."""
+    """A 384 KiB tmpfs (root only): a real full disk and a real read-only remount. The template, the
+    vocabulary and a unit or two fit (the whole store takes about 590 KiB of it)."""
     mount_point = tmp_path / "disk"
     mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)],
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=384k", "tmpfs", str(mount_point)],
                              capture_output=True, check=False)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
