@@ -7,6 +7,9 @@
     vecs = vectors("stores/vectors.zarr")     # pooled document vectors (builders.vectors)
     nearest(vecs, "dict", k=5)                # centred cosine, chunk by chunk
     superweight_summary("stores/sw.zarr")     # Super Weight analyses (builders.superweights)
+
+Token queries (which tokens, channels and text) are in ``analysis.query``, exports in the layouts of
+older tools in ``analysis.export``; both are imported on use.
 """
 
 from typing import Any

@@ -18,7 +18,7 @@ import numpy as np
 import xarray as xr
 
 from store import StoreLocation, read_vocabulary, tokenizer_files, vocabulary_keys
-from store.errors import StoreLocationError
+from store.errors import InputError
 
 # transformers' clean_up_tokenization, applied when the tokenizer's config asks for it (as decode does)
 _CLEAN_UP = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
@@ -98,7 +98,7 @@ def shared_key(location: StoreLocation, labels: list[str]) -> str:
     distinct = {keys.get(label) for label in labels}
     if len(distinct) > 1 or None in distinct:
         shown = ", ".join(f"{label!r}: {keys.get(label) or 'no vocabulary'}" for label in labels)
-        raise StoreLocationError(
+        raise InputError(
             f"models of different (or unknown) tokenizers cannot be compared token by token ({shown}); "
             "pass --model with models that share a tokenizer")
     return str(distinct.pop())

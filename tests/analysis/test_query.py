@@ -30,8 +30,10 @@ from store import (
     finish,
     open_session,
     validate_store,
+    vocabulary_keys,
     write_vocabulary,
 )
+from store.errors import InputError
 
 Runner = Callable[..., tuple[int, str, str]]
 SEQ_LEN = 50
@@ -55,22 +57,27 @@ def _synthetic_values() -> np.ndarray:
     return values
 
 
-@pytest.fixture(scope="module")
-def synthetic_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("synthetic") / "s.zarr"
+def _add_model(location: StoreLocation, label: str, seed: int, texts: str = " t{}") -> None:
+    """A model slot of random values over random ids of a 40-token vocabulary whose texts follow ``texts``."""
     attrs = {"format": "activation-stats", "format_version": 2, "metric_definitions": {"rms": "", "linf_norm": ""},
              "dataset": {"name": "test"}, "created": "now", "versions": {}, "token_chunk": 100,
              "build_config": {"data": {"max_seq_len": SEQ_LEN}, "stats": {"shard_tokens": 200}}}
-    slot = ModelSlot("m", np.array([-1, 1]), np.array([[0, 3], [0, 3]]),
-                     {"model_id": "m", "revision": "", "config": {}, "created": "now", "versions": {}})
-    location = StoreLocation(str(path))
+    slot = ModelSlot(label, np.array([-1, 1]), np.array([[0, 3], [0, 3]]),
+                     {"model_id": label, "revision": "", "config": {}, "created": "now", "versions": {}})
     session = open_session(location, SYNTHETIC, slot, attrs)
-    rng = np.random.default_rng(3)
-    write_slot(session, _synthetic_values(), rng.normal(size=(2, 600, 2)).astype(np.float32),
+    rng = np.random.default_rng(seed)
+    values = _synthetic_values() if seed == 3 else rng.normal(size=(2, 2, 600)).astype(np.float32)
+    write_slot(session, values, rng.normal(size=(2, 600, 2)).astype(np.float32),
                rng.integers(0, 40, 600).astype(np.int32), np.arange(600) // 70)
     finish(location, session, 600)
     tokens = [f"t{i}" for i in range(40)]
-    write_vocabulary(location, "m", Vocabulary(tokens, [f" {token}" for token in tokens], np.zeros(40, bool), 0))
+    write_vocabulary(location, label, Vocabulary(tokens, [texts.format(i) for i in range(40)], np.zeros(40, bool), 0))
+
+
+@pytest.fixture(scope="module")
+def synthetic_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("synthetic") / "s.zarr"
+    _add_model(StoreLocation(str(path)), "m", seed=3)
     return path
 
 
@@ -266,3 +273,25 @@ def test_a_dataset_that_forgot_its_store_is_refused(synthetic_store: Path) -> No
     derived = xr.Dataset(open_store(str(synthetic_store)).data_vars)  # encoding dropped
     with pytest.raises(Exception, match="does not say which store it came from"):
         top_tokens(derived)
+
+
+def test_token_stats_across_models_that_share_a_tokenizer(synthetic_store: Path, tmp_path: Path) -> None:
+    path = tmp_path / "s.zarr"
+    shutil.copytree(synthetic_store, path)
+    location = StoreLocation(str(path))
+    _add_model(location, "n", seed=4)  # the same vocabulary: one entry, compared token by token
+    _add_model(location, "o", seed=5, texts="<{}>")  # another vocabulary
+    assert len(set(vocabulary_keys(location).values())) == 2
+    dataset = open_store(str(path))
+    frame = token_stats(dataset, "rms", "middle", model=["m", "n"])
+    assert frame["model"].unique().tolist() == ["m", "n"]
+    for label in ("m", "n"):
+        loaded = pd.DataFrame({"token_id": dataset.token_id.sel(model=label).values,
+                               "value": dataset.value.sel(model=label, layer="middle", metric="rms").values})
+        expected = loaded.groupby("token_id")["value"].agg(["count", "mean", "max"])
+        ours = frame[frame.model == label].set_index("token_id").sort_index()
+        np.testing.assert_array_equal(ours["count"], expected["count"])
+        np.testing.assert_allclose(ours["mean"], expected["mean"], rtol=1e-6)
+    for models in (["m", "o"], None):
+        with pytest.raises(InputError, match="different \\(or unknown\\) tokenizers.*'o'"):
+            token_stats(dataset, "rms", "middle", model=models)
