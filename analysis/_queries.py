@@ -27,8 +27,8 @@ from store import STATS_GROUP, InputError, StoreLocation
 
 ARGMAX = "argmax_channel"
 KINDS = ("first_in_row", "after_eos", "other")  # position_stats(by="kind")
-HIT_COLUMNS = ["model", "layer", "metric", "rank", "value", "token", "row", "position", "doc_index", "token_id",
-               "text", ARGMAX, "context"]
+HIT_COLUMNS = ["model", "layer", "metric", "rank", "value", "token_index", "row", "position", "doc_index",
+               "token_id", "text", ARGMAX, "context"]
 
 
 @dataclass
@@ -66,9 +66,11 @@ def source(store: xr.Dataset | str, storage_options: dict[str, Any] | None = Non
     """A store name, path or URL is opened; a Dataset must come from ``open_store`` (it knows its store)."""
     dataset = open_store(store, storage_options=storage_options) if isinstance(store, str) else store
     snapshot = dataset.encoding.get(SNAPSHOT_KEY)
-    if snapshot is None:
-        raise InputError("this Dataset does not say which store it came from; pass the Dataset that "
-                         "analysis.open_store returned (before .sel or .isel), or the store's path or URL")
+    # a narrowed Dataset would be read at the wrong Zarr slots and token positions
+    if snapshot is None or not snapshot.is_underived(dataset, ["value", "token_id"]):
+        raise InputError("this Dataset is not the one analysis.open_store returned (narrowed with .sel or "
+                         ".isel, or built elsewhere); pass that Dataset, or the store's path or URL, and pick "
+                         "models with model=...")
     return Source(dataset, snapshot.location)
 
 
@@ -84,8 +86,8 @@ def resolve_layer(src: Source, layer: str | int) -> str:
     text = str(layer)
     if text in labels:
         return text
-    if text.lstrip("-").isdigit():
-        matches = np.flatnonzero((src.dataset["layer_index"].values == int(text)).any(axis=0))
+    if text.lstrip("-").isdigit():  # the same block in every model, or none: depths differ between models
+        matches = np.flatnonzero((src.dataset["layer_index"].values == int(text)).all(axis=0))
         if matches.size:
             return labels[int(matches[0])]
     return _choice("layer", text, labels)
@@ -159,7 +161,7 @@ def _hit_rows(src: Source, model: str, layer: str, metric: str, values: np.ndarr
     token_ids = np.array([ids[int(token)] for token in tokens], np.int32)
     frame = pd.DataFrame({
         "model": model, "layer": layer, "metric": metric, "rank": np.arange(1, tokens.size + 1),
-        "value": values.astype(np.float64), "token": tokens.astype(np.int64), "row": tokens // src.seq_len,
+        "value": values.astype(np.float64), "token_index": tokens.astype(np.int64), "row": tokens // src.seq_len,
         "position": tokens % src.seq_len,
         "doc_index": src.read("doc_index", (slot, tokens)) if tokens.size else np.zeros(0, np.int64),
         "token_id": token_ids,
@@ -177,8 +179,8 @@ def top_tokens(store: xr.Dataset | str, metric: str = "linf_norm", layer: str | 
                storage_options: dict[str, Any] | None = None) -> pd.DataFrame:
     """The ``k`` tokens with the largest (``smallest``: lowest) ``metric`` at ``layer``, per model.
 
-    Columns: model, layer, metric, rank, value, token (position in the store), row, position (in the
-    row), doc_index, token_id, text (the id decoded alone), argmax_channel (where stored) and
+    Columns: model, layer, metric, rank, value, token_index (the token's place in the store), row,
+    position (in the row), doc_index, token_id, text (the id decoded alone), argmax_channel (where stored) and
     context (``context`` tokens either side, within the row, the token in [[ ]]). Ties go to the
     earlier token; NaN values are never ranked.
     """
@@ -206,7 +208,7 @@ def tokens_above(store: xr.Dataset | str, metric: str = "linf_norm", layer: str 
     median_of="mean_abs"``; the median of each token's mean |x| stands in for the median of every
     activation (for a Gaussian-shaped vector it is about 1.2x larger). The columns are
     :func:`top_tokens`'s, plus ``median`` when ``times_median`` is given; at most ``limit`` rows
-    (None: all) per model. The series is loaded whole (4 bytes per token).
+    (None: all) per model. The series is loaded whole (8 bytes per token, twice with ``median_of``).
     """
     if threshold is None and times_median is None:
         raise InputError("tokens_above needs a bound: pass threshold=..., times_median=... or both "
@@ -223,6 +225,11 @@ def tokens_above(store: xr.Dataset | str, metric: str = "linf_norm", layer: str 
     return pd.concat(frames, ignore_index=True)
 
 
+def _median(values: np.ndarray) -> float:
+    finite = values[~np.isnan(values)]
+    return float(np.median(finite)) if finite.size else float("nan")
+
+
 def _above_one(src: Source, model: str, layer: str, metric: str, median_metric: str, threshold: float | None,
                times_median: float | None, limit: int | None, context: int,
                vocabulary: TokenText | None) -> pd.DataFrame:
@@ -233,8 +240,8 @@ def _above_one(src: Source, model: str, layer: str, metric: str, median_metric: 
     median = np.nan
     if times_median is not None:
         reference = values if median_metric == metric else _series(src, model, layer, median_metric).compute()
-        median = float(np.nanmedian(reference))
-        keep &= values > times_median * median
+        median = _median(np.asarray(reference, np.float64))
+        keep &= values > times_median * median  # a NaN median (no value at all) keeps nothing
     tokens = np.flatnonzero(keep)
     order = np.lexsort((tokens, -values[tokens]))[:limit]
     frame = _hit_rows(src, model, layer, metric, values[tokens[order]], tokens[order], context, vocabulary)
@@ -280,8 +287,10 @@ def _kinds(src: Source, model: str, eos_token_id: int) -> Any:
     import dask.array as da
 
     token_ids = src.dataset["token_id"].sel(model=model).data
-    position = da.arange(token_ids.shape[0], chunks=token_ids.chunks) % src.seq_len
-    after_eos = da.concatenate([da.zeros(1, bool), token_ids[:-1] == eos_token_id]).rechunk(token_ids.chunks)
+    n_tokens = token_ids.shape[0]
+    position = da.arange(n_tokens, chunks=token_ids.chunks) % src.seq_len
+    previous_is_eos = da.concatenate([da.zeros(1, bool), token_ids[:-1] == eos_token_id])[:n_tokens]
+    after_eos = previous_is_eos.rechunk(token_ids.chunks)
     return da.where(position == 0, 0, da.where(after_eos, 1, 2)), position
 
 
@@ -298,8 +307,10 @@ def position_stats(store: xr.Dataset | str, metric: str = "linf_norm", layer: st
     frames = []
     for label in labels:
         vocabulary = texts.get(label)
-        eos = vocabulary.eos_token_id if vocabulary is not None else _eos_from_attrs(src, label)
-        kinds, positions = _kinds(src, label, eos)
+        if by == "kind" and vocabulary is None:
+            raise InputError(f"positions by kind needs model {label!r}'s EOS token, kept with its vocabulary, "
+                             "which this store lacks; rerun the same python -m builders.collect command to add it")
+        kinds, positions = _kinds(src, label, vocabulary.eos_token_id if vocabulary is not None else -1)
         stats = group_stats(kinds if by == "kind" else positions, _series(src, label, layer, metric))
         frame = stats.rename_axis(by).reset_index()
         if by == "kind":
@@ -307,10 +318,6 @@ def position_stats(store: xr.Dataset | str, metric: str = "linf_norm", layer: st
         frame.insert(0, "model", label)
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
-
-
-def _eos_from_attrs(src: Source, model: str) -> int:
-    return int(src.dataset.attrs.get("models", {}).get(model, {}).get("eos_token_id", -1))
 
 
 def channel_histogram(store: xr.Dataset | str, layer: str | int | None = None,
@@ -338,7 +345,10 @@ def channel_histogram(store: xr.Dataset | str, layer: str | int | None = None,
 
 def _hidden_size(src: Source, model: str) -> int:
     size = src.dataset.attrs.get("models", {}).get(model, {}).get("hidden_size")
-    return int(size) if size else int(src.dataset[ARGMAX].sel(model=model).max().compute()) + 1
+    if size:
+        return int(size)
+    peaks = src.dataset[ARGMAX].sel(model=model)
+    return int(peaks.max().compute()) + 1 if peaks.size else 0
 
 
 def _histogram_frame(model: str, layer: str, counts: np.ndarray, top: int | None) -> pd.DataFrame:

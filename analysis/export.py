@@ -43,7 +43,9 @@ def layer_names(dataset: xr.Dataset, model: str) -> dict[str, str]:
     names: dict[str, str] = {}
     for label, index in zip((str(x) for x in dataset["layer"].values), indices):
         name = "embed" if int(index) < 0 else f"layer_{int(index)}"
-        names[label] = name if name not in names.values() else label  # two labels of one layer: keep both
+        if name in names.values():  # two labels of one block (middle and layer_15): one file each
+            name = f"{name}_{label}"
+        names[label] = name
     return names
 
 
@@ -51,6 +53,9 @@ def _folders(dataset: xr.Dataset, folder: str | Path, model: str | None) -> dict
     labels = [str(label) for label in dataset["model"].values]
     if model is not None and model not in labels:
         raise InputError(f"unknown model {model!r}; this store has {', '.join(map(repr, labels))}")
+    if "://" in str(folder):
+        raise InputError(f"the results folder {str(folder)!r} is a URL; export to a local folder "
+                         "(copy it to object storage afterwards)")
     root = check_export_folder(folder, MARKER, EXPORT_FORMAT, "results")
     chosen = [model] if model is not None else labels
     return {label: root if len(chosen) == 1 else root / label for label in chosen}
@@ -138,7 +143,8 @@ def export_fits_json(store: xr.Dataset | str, folder: str | Path, model: str | N
     dataset = open_store(store, storage_options=storage_options) if isinstance(store, str) else store
     folders = _folders(dataset, folder, model)
     _mark(Path(folder))
-    fits = fit_dataset(dataset, compare=compare, channels=True, cache=cache).compute()
+    fitted = dataset if model is None else dataset.sel(model=[model])  # the other models are not fitted
+    fits = fit_dataset(fitted, compare=compare, channels=True, cache=cache).compute()
     return [write_json(root / "fits" / "fit_results.json", fit_results(fits, dataset, label))
             for label, root in folders.items()]
 

@@ -15,7 +15,9 @@ Queries (each also a Python function returning a pandas DataFrame):
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -88,7 +90,38 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         options.limit = 1000
     if options.query != "channels" and options.layer is None:
         options.layer = "middle"
+    problem = _bad_values(options)
+    if problem:
+        parser.error(problem)
     return options
+
+
+def _bad_values(options: argparse.Namespace) -> str:
+    """What the parser's types cannot see: counts below 1, NaN bounds, a file where no file can go."""
+    for name in ("k", "limit", "top"):
+        value = getattr(options, name)
+        if value is not None and value < 1:
+            spelled = "-k" if name == "k" else f"--{name}"
+            return f"{spelled} must be at least 1, got {value!r}; pass e.g. {spelled} 20"
+    if options.threshold is not None and not math.isfinite(options.threshold):
+        return f"--threshold must be a finite number, got {options.threshold!r}; pass e.g. --threshold 100"
+    if options.times_median is not None and not (math.isfinite(options.times_median) and options.times_median > 0):
+        return f"--times_median must be a positive number, got {options.times_median!r}; pass e.g. --times_median 1000"
+    if options.median_of is not None and options.times_median is None:
+        return "--median_of needs --times_median (the multiple of that median to exceed); pass both"
+    if options.format == "parquet" and options.output is None:
+        return "--format parquet writes a file: pass --output FILE.parquet"
+    return _bad_output(options.output) if options.output is not None else ""
+
+
+def _bad_output(output: str) -> str:
+    if "://" in output:
+        return f"--output {output!r} is a URL; write to a local file (copy it to object storage afterwards)"
+    try:
+        check_output_path(output, "--output file")
+    except InputError as error:
+        return str(error)
+    return ""
 
 
 def _run_query(options: argparse.Namespace) -> pd.DataFrame:
@@ -110,8 +143,6 @@ def _run_query(options: argparse.Namespace) -> pd.DataFrame:
 def _limited(frame: pd.DataFrame, limit: int | None) -> pd.DataFrame:
     if limit is None:
         return frame
-    if limit <= 0:
-        raise InputError(f"--limit must be a positive whole number, got {limit!r}")
     return frame.groupby("model", sort=False).head(limit).reset_index(drop=True)
 
 
@@ -133,6 +164,8 @@ def write(frame: pd.DataFrame, output_format: str, output: str | None) -> str | 
     """Write ``frame`` to ``output`` in ``output_format``; returns the text to print when there is no file."""
     if output_format == "parquet" and output is None:
         raise InputError("--format parquet writes a file: pass --output FILE.parquet")
+    if output is not None and _bad_output(output):
+        raise InputError(_bad_output(output))
     if output is None:
         return {"table": printable, "csv": lambda f: f.to_csv(index=False),
                 "json": lambda f: f.to_json(orient="records", indent=1, force_ascii=False)}[output_format](frame)
@@ -149,10 +182,16 @@ def write(frame: pd.DataFrame, output_format: str, output: str | None) -> str | 
     return None
 
 
+def _one_line_warning(message: Warning | str, *args: Any, **kwargs: Any) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     options = _parse(argv)
     try:
-        frame = _run_query(options)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning  # a store without a vocabulary: one line, not two
+            frame = _run_query(options)
         text = write(frame, options.format, options.output)
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -3,9 +3,10 @@
     python bench/query_bench.py                 # 10,000,000 tokens of one (model, layer, metric) series
     python bench/query_bench.py --tokens 2000000 --rounds 3
 
-A synthetic store (written through the store API, no model) holds one series of heavy-tailed
-values with a massive activation on the first token of every 10th row, its token ids, document
-numbers, argmax_channel and a 49,152-token vocabulary. Side by side in one run, alternating:
+A synthetic store (written through the store API, no model) holds four series (layers embed and
+middle, metrics rms and linf_norm) of heavy-tailed values, with a massive activation on the first
+token of every 10th row in linf_norm at middle, the token ids, document numbers, argmax_channel and
+a 49,152-token vocabulary. The query touches one of the four series. Side by side in one run, alternating:
 
 * ``analysis.query.top_tokens(store, k=20)`` from the store's path (open, top-20, the hits' token
   ids, documents and peak channels, 8 tokens of decoded context each): goal under 2 s;
@@ -13,7 +14,7 @@ numbers, argmax_channel and a 49,152-token vocabulary. Side by side in one run, 
 
 Then the store is copied to a moto S3 server on 127.0.0.1 and the same query is run once, counting
 the bytes s3fs hands to zarr (``_cat_file`` and ``_cat_ranges``, which every chunk read goes through):
-goal at most 1.2x the stored size of the series (its shards' objects).
+goal at most 1.2x the stored size of that one series (its shards' objects).
 """
 
 from __future__ import annotations
@@ -31,11 +32,11 @@ import numpy as np
 import zarr
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _moto import moto_bucket  # noqa: E402
-from _timing import paired  # noqa: E402
+from _moto import moto_bucket
+from _timing import paired
 
-from analysis.query import top_tokens  # noqa: E402
-from store import (  # noqa: E402
+from analysis.query import top_tokens
+from store import (
     ModelSlot,
     StatsBlock,
     StatsLayout,
@@ -55,24 +56,24 @@ VOCABULARY = 49_152
 
 
 def _attrs(n_tokens: int) -> dict[str, Any]:
-    return {"format": "activation-stats", "format_version": 2, "metric_definitions": {"linf_norm": "max(|x|)"},
+    return {"format": "activation-stats", "format_version": 2, "metric_definitions": {"rms": "sqrt(mean(x^2))", "linf_norm": "max(|x|)"},
             "dataset": {"name": "synthetic"}, "created": "now", "versions": {}, "token_chunk": 8 * SEQ_LEN,
             "build_config": {"data": {"max_seq_len": SEQ_LEN, "max_tokens": n_tokens}, "stats": {}}}
 
 
 def _unit_data(rng: np.random.Generator, start: int, n: int) -> tuple[np.ndarray, ...]:
-    values = rng.lognormal(1.0, 0.6, n).astype(np.float32)
+    values = rng.lognormal(1.0, 0.6, (2, 2, n)).astype(np.float32)  # (layer, metric, token)
     first_tokens = np.arange(-start % SEQ_LEN, n, SEQ_LEN)
-    values[first_tokens[::10]] *= 1000.0  # a massive activation on the first token of every 10th row
+    values[1, 1, first_tokens[::10]] *= 1000.0  # a massive activation on the first token of every 10th row
     token_ids = rng.integers(0, VOCABULARY, n).astype(np.int32)
-    peaks = rng.integers(0, 576, n).astype(np.int32)
+    peaks = rng.integers(0, 576, (2, n)).astype(np.int32)
     return values, token_ids, (start + np.arange(n)) // 3000, peaks
 
 
 def build_store(path: Path, n_tokens: int) -> StoreLocation:
-    layout = StatsLayout(layers=("middle",), metrics=("linf_norm",), n_tokens=n_tokens, n_channels=0,
+    layout = StatsLayout(layers=("embed", "middle"), metrics=("rms", "linf_norm"), n_tokens=n_tokens, n_channels=0,
                          token_chunk=8 * SEQ_LEN)
-    slot = ModelSlot("synthetic", np.array([15]), np.zeros((1, 0), np.int32),
+    slot = ModelSlot("synthetic", np.array([-1, 15]), np.zeros((2, 0), np.int32),
                      {"model_id": "synthetic", "revision": "", "config": {}, "created": "now", "versions": {},
                       "hidden_size": 576})
     location = StoreLocation(str(path))
@@ -83,8 +84,7 @@ def build_store(path: Path, n_tokens: int) -> StoreLocation:
         values, token_ids, documents, peaks = _unit_data(rng, unit.start, unit.n_tokens)
         write_unit_tokens(session.group, session.slot, unit, token_ids, documents, None)
         writer = UnitWriter(session.group, session.slot, unit, None, None, commit_seconds=3600.0)
-        writer.append(StatsBlock(unit.start, values[None, None], np.zeros((1, unit.n_tokens, 0), np.float32),
-                                 peaks[None]))
+        writer.append(StatsBlock(unit.start, values, np.zeros((2, unit.n_tokens, 0), np.float32), peaks))
         writer.commit()
     publish_prefix(session.group, session.slot, units, None)
     finish(location, session, n_tokens)
@@ -95,13 +95,12 @@ def build_store(path: Path, n_tokens: int) -> StoreLocation:
 
 
 def series_bytes(path: Path) -> int:
-    """Stored size of the one series: its shard objects."""
-    return sum(file.stat().st_size for file in (path / "stats" / "value").rglob("*") if file.is_file()
-               and file.name != "zarr.json")
+    """Stored size of the queried series (model 0, middle, linf_norm): its shard objects."""
+    return sum(file.stat().st_size for file in (path / "stats" / "value" / "c" / "0" / "1" / "1").iterdir())
 
 
 def floor(path: Path) -> float:
-    series = zarr.open_array(str(path / "stats" / "value"), mode="r")[0, 0, 0, :]
+    series = zarr.open_array(str(path / "stats" / "value"), mode="r")[0, 1, 1, :]
     return float(series[np.argpartition(series, -20)[-20:]].max())
 
 
@@ -159,7 +158,7 @@ def main() -> None:
         path = Path(folder) / "q.zarr"
         started = time.perf_counter()
         build_store(path, n_tokens)
-        print(f"synthetic store: {n_tokens:,} tokens, series {series_bytes(path) / 1e6:.1f} MB stored, "
+        print(f"synthetic store: {n_tokens:,} tokens x 4 series, the queried one {series_bytes(path) / 1e6:.1f} MB stored, "
               f"built in {time.perf_counter() - started:.1f} s")
         query = top_tokens(str(path), "linf_norm", "middle", k=20)
         if not (query["position"] == 0).all():

@@ -58,7 +58,7 @@ from store import (
     write_unit_tokens,
     write_vocabulary,
 )
-from store.errors import ConfigError
+from store.errors import ConfigError, InputError
 
 DESCRIPTION = __doc__.split("\n\n")[0] if __doc__ else ""
 
@@ -221,8 +221,12 @@ def _add_missing_vocabulary(checked: _Checked) -> None:
     if checked.label in vocabulary_keys(checked.location):
         return
     lease = Lease(checked.location, slot_key(STATS_GROUP, checked.label), f"collect model {checked.label!r}")
-    with reporting_write_faults(checked.location), lease.acquire(interrupt=True):
-        _record_vocabulary(checked)
+    try:
+        with reporting_write_faults(checked.location), lease.acquire(interrupt=True):
+            _record_vocabulary(checked)
+    except InputError as error:  # a finished store this user may not write: the statistics are what matters
+        print(f"warning: could not add the vocabulary of model {checked.label!r} ({error})", file=sys.stderr)
+        return
     print(f"Added the vocabulary of model {checked.label!r} (queries decode its tokens from the store).")
 
 

@@ -181,8 +181,8 @@ def _read_metadata(fs: fsspec.AbstractFileSystem,
         document = _parse_metadata(raw.get(f"{root}/{key}", FileNotFoundError(key)), node_type)
         if document is None and name in _FORMAT_2_ONLY and _format_version(documents) == 1:
             continue
-        if document is None and name in OPTIONAL:
-            continue  # a store written before it (the consolidated metadata says whether it should exist)
+        if document is None and name in OPTIONAL and not _consolidated_lists(documents, key):
+            continue  # a store written before it; listed in the consolidated metadata, it was lost
         if document is None:
             found.append(Damage(name, f"is missing (no {key})", key=key))
         elif isinstance(document, str):
@@ -190,6 +190,13 @@ def _read_metadata(fs: fsspec.AbstractFileSystem,
         else:
             documents[name] = document
     return documents, found
+
+
+def _consolidated_lists(documents: dict[str, dict[str, Any]], key: str) -> bool:
+    """Whether the root's consolidated metadata describes the node whose zarr.json is ``key``."""
+    consolidated = documents.get("(root)", {}).get("consolidated_metadata") or {}
+    listed = consolidated.get("metadata", {}) if isinstance(consolidated, dict) else {}
+    return isinstance(listed, dict) and key.removesuffix("/zarr.json") in listed
 
 
 def _parse_metadata(raw: bytes | Exception, node_type: str) -> dict[str, Any] | str | None:

@@ -13,9 +13,9 @@ vocab/                     attrs: format "activation-vocab", format_version 1,
     file_bytes (byte,)     uint8
 ```
 
-The key is the first 16 hex digits of the SHA-256 of the table (tokens, texts, special flags),
-so two models share an entry exactly when every id means the same token: what comparing them token
-by token needs. An entry is an item of ``store/_items.py``: written whole, then ``complete``.
+The key is the first 16 hex digits of the SHA-256 of the table (tokens, texts, special flags) and
+the EOS and BOS ids, so two models share an entry exactly when every id means the same token and
+documents end the same way: what comparing them token by token needs. An entry is an item of ``store/_items.py``: written whole, then ``complete``.
 The ``models`` mapping is rewritten under the store's structure lease, like every metadata change.
 """
 
@@ -59,6 +59,7 @@ class Vocabulary:
         for token, text in zip(self.tokens, self.texts):
             digest.update(token.encode("utf-8", "surrogatepass") + b"\0" + text.encode("utf-8", "surrogatepass") + b"\0")
         digest.update(np.asarray(self.special, bool).tobytes())
+        digest.update(f"eos={int(self.eos_token_id)} bos={int(self.bos_token_id)}".encode())
         return digest.hexdigest()[:16]
 
     def dataset(self) -> xr.Dataset:
@@ -160,7 +161,7 @@ def _entry_problems(entry: xr.Dataset, key: str) -> list[str]:
     if len(ends) and (ends.max() > loaded.sizes["byte"] or loaded["file_start"].values.min() < 0):
         problems.append("a file lies outside file_bytes")
     table = Vocabulary([str(t) for t in loaded["token"].values], [str(t) for t in loaded["text"].values],
-                       loaded["special"].values, 0)
+                       loaded["special"].values, int(loaded.attrs["eos_token_id"]), int(loaded.attrs["bos_token_id"]))
     if table.key != key:
         problems.append(f"its table hashes to {table.key!r}, not its key")
     return problems

@@ -90,8 +90,11 @@ class UnitWriter:
         self._staging, self._commit_seconds, self._clock = staging, commit_seconds, clock
         self._blocks: list[StatsBlock] = []
         self.resume_at = unit.start
+        self._has_peaks = ARGMAX in group  # stores written before argmax_channel go on without it
         if staging is not None:
             self.resume_at, parts = staging.load(unit.start)
+            if self._has_peaks and any("peaks" not in part for part in parts):
+                self.resume_at, parts = unit.start, []  # checkpoints of a build before peaks: computed again
             self._blocks = _staged_blocks(unit.start, parts)
         self._staged_until = self.resume_at
         self._last_checkpoint = clock()
@@ -132,10 +135,9 @@ class UnitWriter:
         tokens = slice(self.unit.start, self.unit.end)
         _streamed(self._group, "value")[self._slot, :, :, tokens] = merged.values
         _streamed(self._group, "channel_value")[self._slot, :, tokens, :] = merged.channels
-        if ARGMAX in self._group:  # stores written before argmax_channel go on without it
-            if merged.peaks is None:
-                raise RuntimeError(f"unit {self.unit.index} has no argmax_channel to write (a checkpoint "
-                                   "from an older build): delete its _staging folder and rerun")
+        if self._has_peaks:
+            if merged.peaks is None:  # a caller's bug, not input: builds always hand peaks over
+                raise RuntimeError(f"unit {self.unit.index} has no argmax_channel to write")
             _streamed(self._group, ARGMAX)[self._slot, :, tokens] = merged.peaks
         mark_unit(self._group, self._slot, self.unit, UNIT_COMMITTED, self._claim)
         if self._staging is not None:

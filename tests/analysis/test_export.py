@@ -11,7 +11,7 @@ from small_stores import build_valid_store
 
 import analysis
 from analysis import open_store
-from analysis.export import export_fits_json, export_npz, main
+from analysis.export import export_fits_json, export_npz, layer_names, main
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +76,12 @@ def test_the_cli_writes_both_and_refuses_a_bad_target(two_models: Path, tmp_path
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and err[0].startswith("error: "), (bad, err)
     assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
+
+
+def test_two_labels_of_one_block_get_a_file_each() -> None:
+    import xarray as xr
+
+    dataset = xr.Dataset({"layer_index": (("model", "layer"), [[-1, 15, 15, 28]])},
+                         coords={"model": ["a"], "layer": ["embed", "middle", "layer_15", "pre_last"]})
+    assert layer_names(dataset, "a") == {"embed": "embed", "middle": "layer_15", "layer_15": "layer_15_layer_15",
+                                         "pre_last": "layer_28"}

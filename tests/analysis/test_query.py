@@ -57,14 +57,19 @@ def _synthetic_values() -> np.ndarray:
     return values
 
 
+SYNTHETIC_ATTRS = {"format": "activation-stats", "format_version": 2, "metric_definitions": {"rms": "", "linf_norm": ""},
+                   "dataset": {"name": "test"}, "created": "now", "versions": {}, "token_chunk": 100,
+                   "build_config": {"data": {"max_seq_len": SEQ_LEN}, "stats": {"shard_tokens": 200}}}
+
+
+def _slot(label: str) -> ModelSlot:
+    return ModelSlot(label, np.array([-1, 1]), np.array([[0, 3], [0, 3]]),
+                     {"model_id": label, "revision": "", "config": {}, "created": "now", "versions": {}})
+
+
 def _add_model(location: StoreLocation, label: str, seed: int, texts: str = " t{}") -> None:
     """A model slot of random values over random ids of a 40-token vocabulary whose texts follow ``texts``."""
-    attrs = {"format": "activation-stats", "format_version": 2, "metric_definitions": {"rms": "", "linf_norm": ""},
-             "dataset": {"name": "test"}, "created": "now", "versions": {}, "token_chunk": 100,
-             "build_config": {"data": {"max_seq_len": SEQ_LEN}, "stats": {"shard_tokens": 200}}}
-    slot = ModelSlot(label, np.array([-1, 1]), np.array([[0, 3], [0, 3]]),
-                     {"model_id": label, "revision": "", "config": {}, "created": "now", "versions": {}})
-    session = open_session(location, SYNTHETIC, slot, attrs)
+    session = open_session(location, SYNTHETIC, _slot(label), SYNTHETIC_ATTRS)
     rng = np.random.default_rng(seed)
     values = _synthetic_values() if seed == 3 else rng.normal(size=(2, 2, 600)).astype(np.float32)
     write_slot(session, values, rng.normal(size=(2, 600, 2)).astype(np.float32),
@@ -96,7 +101,7 @@ def test_top_k_equals_a_numpy_brute_force(synthetic_store: Path, k: int, largest
         frame = top_tokens(dataset, "linf_norm", layer, k=k, smallest=not largest, context=0)
         loaded = dataset.value.sel(model="m", layer=layer, metric="linf_norm").values
         values, tokens = _brute_top(loaded, k, largest)
-        np.testing.assert_array_equal(frame["token"], tokens)
+        np.testing.assert_array_equal(frame["token_index"], tokens)
         np.testing.assert_array_equal(frame["value"], values)
         np.testing.assert_array_equal(frame["rank"], np.arange(1, len(tokens) + 1))
         np.testing.assert_array_equal(frame["position"], tokens % SEQ_LEN)
@@ -106,6 +111,15 @@ def test_top_k_equals_a_numpy_brute_force(synthetic_store: Path, k: int, largest
         np.testing.assert_array_equal(frame["doc_index"], dataset.doc_index.values[0, tokens])
         layer_slot = list(dataset.layer.values).index(layer)
         np.testing.assert_array_equal(frame["argmax_channel"], dataset.argmax_channel.values[0, layer_slot, tokens])
+    if k == 1000:  # every token: windows cut at row starts and ends (position 0 and 49) and at the last token
+        frame = top_tokens(dataset, "linf_norm", "middle", k=k, smallest=not largest, context=3)
+        ids = dataset.token_id.values[0]
+        for token, context in zip(frame["token_index"], frame["context"]):
+            row = token // SEQ_LEN * SEQ_LEN
+            before = "".join(f" t{i}" for i in ids[max(row, token - 3):token])  # no tokenizer.json: texts joined
+            after = "".join(f" t{i}" for i in ids[token + 1:min(row + SEQ_LEN, token + 4)])
+            assert context == f"{before}[[ t{ids[token]}]]{after}"
+        assert {0, SEQ_LEN - 1} <= set(frame["position"]) and 599 in set(frame["token_index"])
 
 
 def test_threshold_and_median_equal_a_numpy_brute_force(synthetic_store: Path) -> None:
@@ -116,10 +130,10 @@ def test_threshold_and_median_equal_a_numpy_brute_force(synthetic_store: Path) -
                          limit=None, context=0)
     expected = np.flatnonzero((linf > 4.0) & (linf > 1.5 * np.nanmedian(rms)))
     order = np.lexsort((expected, -linf[expected]))
-    np.testing.assert_array_equal(frame["token"], expected[order])
+    np.testing.assert_array_equal(frame["token_index"], expected[order])
     assert frame["median"].unique().tolist() == [np.nanmedian(rms)]
     only = tokens_above(dataset, "linf_norm", "middle", threshold=10.0, limit=5, context=0)
-    np.testing.assert_array_equal(only["token"], _brute_top(np.where(linf > 10, linf, np.nan), 5, True)[1])
+    np.testing.assert_array_equal(only["token_index"], _brute_top(np.where(linf > 10, linf, np.nan), 5, True)[1])
 
 
 def test_the_stored_vocabulary_decodes_rows_as_the_tokenizer(tiny_store: Path, tiny_model: Callable[[str], Path]) -> None:
@@ -143,7 +157,7 @@ def test_context_is_the_decoded_window_around_each_hit(tiny_store: Path, tiny_mo
     tokenizer = AutoTokenizer.from_pretrained(tiny_model("llama"))
     frame = top_tokens(str(tiny_store), "l2_norm", "pre_last", k=5, context=3)
     token_ids = open_store(str(tiny_store)).token_id.values[0]
-    for token, context, text in zip(frame["token"], frame["context"], frame["text"]):
+    for token, context, text in zip(frame["token_index"], frame["context"], frame["text"]):
         start = max(token - 3, token // 128 * 128)
         end = min(token + 4, (token // 128 + 1) * 128)
         before, after = tokenizer.decode(token_ids[start:token]), tokenizer.decode(token_ids[token + 1:end])
@@ -221,7 +235,7 @@ def test_the_cli_prints_and_writes_csv_json_parquet(tiny_store: Path, tmp_path: 
         assert main([*args, "--format", output_format, "--output", str(output)]) == 0
         read = {"csv": lambda p: pd.read_csv(p, keep_default_na=False), "parquet": pd.read_parquet,
                 "json": lambda p: pd.DataFrame(json.loads(p.read_text()))}[output_format](output)
-        assert read["token"].tolist() == expected["token"].tolist()
+        assert read["token_index"].tolist() == expected["token_index"].tolist()
         assert read["context"].tolist() == expected["context"].tolist()
     assert main([str(tiny_store), "tokens", "--format", "csv", "--limit", "3"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 4
@@ -230,14 +244,20 @@ def test_the_cli_prints_and_writes_csv_json_parquet(tiny_store: Path, tmp_path: 
 @pytest.mark.parametrize("args, says", [
     (["top", "--metric", "nope"], "unknown metric 'nope'"),
     (["top", "--layer", "layer_99"], "unknown layer 'layer_99'"),
-    (["top", "-k", "0"], "k must be a positive whole number, got 0"),
+    (["top", "-k", "0"], "-k must be at least 1, got 0"),
     (["top", "-k", "-3"], "got -3"),
     (["top", "--model", "other"], "unknown model 'other'"),
     (["above"], "needs a bound"),
     (["top", "--threshold", "1"], "--threshold applies to the above query"),
-    (["channels", "--top", "0"], "top must be a positive whole number"),
+    (["channels", "--top", "0"], "--top must be at least 1"),
     (["top", "--format", "parquet"], "--format parquet writes a file"),
     (["top", "--context", "-1"], "context must be 0 or more"),
+    (["tokens", "--limit", "0"], "--limit must be at least 1, got 0"),
+    (["top", "--output", "."], "is a folder"),
+    (["top", "--output", "s3://bucket/top.csv"], "is a URL"),
+    (["above", "--times_median", "10", "--median_of", "nope"], "unknown metric 'nope'"),
+    (["above", "--median_of", "rms", "--threshold", "1"], "--median_of needs --times_median"),
+    (["above", "--threshold", "nan"], "--threshold must be a finite number"),
 ])
 def test_bad_queries_give_one_error_line(tiny_store: Path, capsys: pytest.CaptureFixture[str], args: list[str],
                                          says: str) -> None:
@@ -262,16 +282,19 @@ def test_a_store_from_before_the_query_layer_still_answers(tiny_store: Path, tmp
     with pytest.warns(UserWarning, match="no vocabulary for model"):
         frame = top_tokens(str(old), "linf_norm", "middle", k=3)
     assert "argmax_channel" not in frame and set(frame["text"]) == {""} and set(frame["context"]) == {""}
-    np.testing.assert_array_equal(frame["token"], top_tokens(str(tiny_store), "linf_norm", "middle", k=3)["token"])
+    np.testing.assert_array_equal(frame["token_index"], top_tokens(str(tiny_store), "linf_norm", "middle", k=3)["token_index"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert main([str(old), "channels"]) == 2
-    assert "has no argmax_channel" in capsys.readouterr().err
+        assert "has no argmax_channel" in capsys.readouterr().err
+        assert main([str(old), "positions", "--by", "kind"]) == 2
+    err = capsys.readouterr().err
+    assert "positions by kind needs model" in err and "EOS token" in err
 
 
 def test_a_dataset_that_forgot_its_store_is_refused(synthetic_store: Path) -> None:
     derived = xr.Dataset(open_store(str(synthetic_store)).data_vars)  # encoding dropped
-    with pytest.raises(Exception, match="does not say which store it came from"):
+    with pytest.raises(InputError, match="not the one analysis.open_store returned"):
         top_tokens(derived)
 
 
@@ -295,3 +318,25 @@ def test_token_stats_across_models_that_share_a_tokenizer(synthetic_store: Path,
     for models in (["m", "o"], None):
         with pytest.raises(InputError, match="different \\(or unknown\\) tokenizers.*'o'"):
             token_stats(dataset, "rms", "middle", model=models)
+    hits = top_tokens(dataset, "rms", "embed", k=30, model="n", context=0)  # reads model n's slot, not m's
+    tokens = hits["token_index"].to_numpy()
+    np.testing.assert_array_equal(hits["token_id"], dataset.token_id.sel(model="n").values[tokens])
+    np.testing.assert_array_equal(hits["argmax_channel"], dataset.argmax_channel.sel(model="n", layer="embed").values[tokens])
+    np.testing.assert_array_equal(hits["value"], np.sort(dataset.value.sel(model="n", layer="embed", metric="rms").values)[::-1][:30])
+    with pytest.raises(InputError, match="not the one analysis.open_store returned"):
+        top_tokens(dataset.sel(model=["n"]))  # narrowed: its slot 0 is model m's in the store
+
+
+def test_a_model_with_no_committed_token_gives_empty_tables(synthetic_store: Path, tmp_path: Path) -> None:
+    path = tmp_path / "s.zarr"
+    shutil.copytree(synthetic_store, path)
+    location = StoreLocation(str(path))
+    open_session(location, SYNTHETIC, _slot("z"), SYNTHETIC_ATTRS)  # a slot, no unit committed
+    with pytest.warns(UserWarning):  # every model is trimmed to the shortest commit: none here
+        dataset = open_store(str(path))
+    assert dataset.sizes["token"] == 0
+    assert len(top_tokens(dataset, k=5, model="m")) == 0
+    assert len(tokens_above(dataset, threshold=1.0, times_median=2.0, model="m")) == 0
+    assert len(token_stats(dataset, model="m")) == 0
+    assert len(position_stats(dataset, model="m", by="kind")) == 0
+    assert channel_histogram(dataset, model="m")["count"].sum() == 0

@@ -301,13 +301,15 @@ def test_the_committed_part_of_a_partly_committed_shard_is_checked(stores: Store
     ("stats/channel_value/zarr.json", b"\x00\xff garbage",
      "'channel_value' has a damaged stats/channel_value/zarr.json: not valid JSON"),
     ("stats/channel_value/zarr.json", None, "'channel_value' is missing (no stats/channel_value/zarr.json)"),
+    # optional in stores from before it, but this one's consolidated metadata lists it: lost, not absent
+    ("stats/argmax_channel/zarr.json", None, "'argmax_channel' is missing (no stats/argmax_channel/zarr.json)"),
     ("stats/committed_tokens/zarr.json", b'{"zarr_format": 3, "node_type": "array"}',
      "'committed_tokens' has a damaged stats/committed_tokens/zarr.json: lacks shape"),
     ("stats/zarr.json", b"{not json", "the 'stats' group has a damaged stats/zarr.json: not valid JSON"),
     ("stats/zarr.json", None, "the 'stats' group is missing (no stats/zarr.json)"),
     ("zarr.json", b'{"zarr_format": 3, "node_type": "array"}',
      "the root group has a damaged zarr.json: describes a zarr_format 3 'array'"),
-], ids=["array-garbage", "array-deleted", "array-lacks-fields", "group-garbage", "group-deleted", "root"])
+], ids=["array-garbage", "array-deleted", "optional-array-deleted", "array-lacks-fields", "group-garbage", "group-deleted", "root"])
 def test_damaged_metadata_is_a_contract_error_naming_the_node(stores: Stores, key: str, data: bytes | None,
                                                               line: str) -> None:
     location = stores.fresh(new=True)

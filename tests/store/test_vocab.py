@@ -12,6 +12,7 @@ from small_stores import build_valid_store
 from store import (
     ContractError,
     StoreLocation,
+    StoreLocationError,
     Vocabulary,
     consolidate,
     read_vocabulary,
@@ -58,5 +59,5 @@ def test_validate_store_checks_the_vocabulary(tmp_path: Path) -> None:
 
 def test_a_model_without_a_vocabulary_is_named_with_the_fix(tmp_path: Path) -> None:
     location = build_valid_store(tmp_path / "s.zarr")
-    with pytest.raises(Exception, match="holds no vocabulary for model 'm'.*rerun the same python -m builders.collect"):
+    with pytest.raises(StoreLocationError, match="holds no vocabulary for model 'm'.*rerun the same python -m builders.collect"):
         read_vocabulary(location, "m")
