@@ -202,18 +202,11 @@ def _build(config: CollectConfig, checked: _Checked, dtype: str, compute: Comput
     with reporting_write_faults(location), lease.acquire(interrupt=True):
         attrs = store_attrs(config, checked.layout.token_chunk)
         session = open_session(location, checked.layout, slot, attrs,
-                               replace_for=key if config.overwrite else None)
+                               replace_for=key if config.overwrite else None, vocabulary=checked.vocabulary)
         if session.note:
             print(session.note)
-        _record_vocabulary(checked)
         units, states = _tokenise(config, checked.rows, session, lease)
         return _compute_units(config, session, units, states, lease, compute, plugin)
-
-
-def _record_vocabulary(checked: _Checked) -> None:
-    """The model's vocabulary into the ``vocab`` group (once per tokenizer; a metadata change)."""
-    with structure_lease(checked.location, f"record the vocabulary of model {checked.label!r}"):
-        write_vocabulary(checked.location, checked.label, checked.vocabulary)
 
 
 def _add_missing_vocabulary(checked: _Checked) -> None:
@@ -222,8 +215,9 @@ def _add_missing_vocabulary(checked: _Checked) -> None:
         return
     lease = Lease(checked.location, slot_key(STATS_GROUP, checked.label), f"collect model {checked.label!r}")
     try:
-        with reporting_write_faults(checked.location), lease.acquire(interrupt=True):
-            _record_vocabulary(checked)
+        with reporting_write_faults(checked.location), lease.acquire(interrupt=True), \
+                structure_lease(checked.location, f"record the vocabulary of model {checked.label!r}"):
+            write_vocabulary(checked.location, checked.label, checked.vocabulary)
     except InputError as error:  # a finished store this user may not write: the statistics are what matters
         print(f"warning: could not add the vocabulary of model {checked.label!r} ({error})", file=sys.stderr)
         return

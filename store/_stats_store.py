@@ -29,6 +29,7 @@ from store._settings import check_same
 from store._staging import clear_staging
 from store._units import plan_units, stored_unit_tokens
 from store._upgrade import upgrade_if_old
+from store._vocab import VOCAB_GROUP, Vocabulary, write_vocabulary
 from store.errors import StoreMismatchError
 
 # Metadata changes take seconds; waiting this long also outlasts a lease left by a build killed on another host.
@@ -141,27 +142,35 @@ def _remove_for_overwrite(location: StoreLocation, own_key: str) -> None:
 
 def open_session(
     location: StoreLocation, layout: StatsLayout, slot: ModelSlot, attrs: dict[str, Any],
-    replace_for: str | None = None,
+    replace_for: str | None = None, vocabulary: Vocabulary | None = None,
 ) -> WriteSession:
     """A session for ``slot``: new store, new model in an existing store, or a resume.
 
     Runs under the store's structure lease, so concurrent builds add their slots one by one.
     ``replace_for`` (the caller's slot lease key) first removes the store, for ``--overwrite``,
-    in the same critical section: no other build can create a store in between.
+    in the same critical section: no other build can create a store in between. ``vocabulary``
+    is recorded in the ``vocab`` group in the same critical section and consolidation.
     """
     with structure_lease(location, f"open a slot for model {slot.label!r}") as lease:
         if replace_for is not None:
             _remove_for_overwrite(location, replace_for)
-        return _open_session(location, layout, slot, attrs, lease)
+        return _open_session(location, layout, slot, attrs, lease, vocabulary)
 
 
 def _open_session(
-    location: StoreLocation, layout: StatsLayout, slot: ModelSlot, attrs: dict[str, Any], lease: Lease
+    location: StoreLocation, layout: StatsLayout, slot: ModelSlot, attrs: dict[str, Any], lease: Lease,
+    vocabulary: Vocabulary | None,
 ) -> WriteSession:
     group = _open_group(location)
-    if group is None or not _check_group(group, location, attrs["build_config"], slot.label,
-                                         slot.provenance["config"]):
+    fresh = group is None or not _check_group(group, location, attrs["build_config"], slot.label,
+                                              slot.provenance["config"])
+    if fresh:
         _check_no_other_writers(location, slot.label)
+        if group is not None:
+            location.remove_subtree(VOCAB_GROUP)  # the group is made anew with this model only: so is vocab
+    # before the template or the slot: their consolidation then lists the vocabulary too
+    recorded = vocabulary is not None and write_vocabulary(location, slot.label, vocabulary, refresh_metadata=False)
+    if fresh:
         lease.ensure_held()
         return _create(location, layout, slot, attrs)
     group, note = upgrade_if_old(location, group, lease)
@@ -169,6 +178,9 @@ def _open_session(
     labels = [str(label) for label in group["model"][:]]
     if slot.label in labels:
         index = labels.index(slot.label)
+        if recorded:
+            lease.ensure_held()
+            consolidate(location)
         return WriteSession(group, index, int(group["committed_tokens"][index]), stored_layout, location, slot.label,
                             note)
     index = _add_model(group, labels, slot, lease)

@@ -7,10 +7,8 @@ vocab/                     attrs: format "activation-vocab", format_version 1,
     token   (token_id,)    str    the tokenizer's own token string ("Ġthe", "▁the", "<0x0A>")
     text    (token_id,)    str    that id decoded alone ("\u0020the")
     special (token_id,)    bool   a special token (EOS, BOS, chat markers)
-    file_name  (file,)     str    the tokenizer files, as saved by the tokenizer itself:
-    file_start (file,)     int64  file i is file_bytes[file_start[i] : file_start[i] + file_size[i]]
-    file_size  (file,)     int64
-    file_bytes (byte,)     uint8
+    file_bytes (byte,)     uint8  the tokenizer files as its save_pretrained writes them, concatenated;
+                                  attrs["files"] = [[name, start, size], ...] says where each lies
 ```
 
 The key is the first 16 hex digits of the SHA-256 of the table (tokens, texts, special flags) and
@@ -37,7 +35,7 @@ VOCAB_GROUP = "vocab"
 VOCAB_FORMAT = "activation-vocab"
 VOCAB_VERSION = 1
 MODELS_ATTR = "models"
-ENTRY_ATTRS = ("key", "size", "eos_token_id", "bos_token_id", "tokenizer_class")
+ENTRY_ATTRS = ("key", "size", "eos_token_id", "bos_token_id", "tokenizer_class", "files")
 
 
 @dataclass(frozen=True)
@@ -64,17 +62,16 @@ class Vocabulary:
 
     def dataset(self) -> xr.Dataset:
         names = sorted(self.files)
-        sizes = np.array([len(self.files[name]) for name in names], np.int64)
+        sizes = [len(self.files[name]) for name in names]
+        starts = np.cumsum([0, *sizes])[:-1].tolist()
         payload = b"".join(self.files[name] for name in names)
         attrs = {"key": self.key, "size": len(self.tokens), "eos_token_id": int(self.eos_token_id),
-                 "bos_token_id": int(self.bos_token_id), "tokenizer_class": self.tokenizer_class}
+                 "bos_token_id": int(self.bos_token_id), "tokenizer_class": self.tokenizer_class,
+                 "files": [[name, int(start), size] for name, start, size in zip(names, starts, sizes)]}
         return xr.Dataset({
             "token": ("token_id", np.array(self.tokens, dtype=object)),
             "text": ("token_id", np.array(self.texts, dtype=object)),
             "special": ("token_id", np.asarray(self.special, bool)),
-            "file_name": ("file", np.array(names, dtype=object)),
-            "file_start": ("file", (np.cumsum(sizes) - sizes).astype(np.int64)),
-            "file_size": ("file", sizes),
             "file_bytes": ("byte", np.frombuffer(payload, np.uint8)),
         }, attrs=attrs)
 
@@ -83,18 +80,26 @@ def _root(location: StoreLocation) -> zarr.Group:
     return zarr.open_group(location.zarr_store(), mode="a", use_consolidated=False, zarr_format=3)
 
 
-def write_vocabulary(location: StoreLocation, label: str, vocabulary: Vocabulary) -> str:
-    """Record ``label``'s vocabulary (written once per key); returns the key. Hold the structure lease."""
+def write_vocabulary(location: StoreLocation, label: str, vocabulary: Vocabulary,
+                     refresh_metadata: bool = True) -> bool:
+    """Record ``label``'s vocabulary (an entry is written once per key); returns whether anything changed.
+
+    Hold the structure lease. ``refresh_metadata=False`` leaves consolidating to the caller (a build
+    opening its slot consolidates once for both).
+    """
     key = vocabulary.key
-    if key not in complete_children(location, VOCAB_GROUP):
+    complete = complete_children(location, VOCAB_GROUP)
+    if vocabulary_keys(location).get(label) == key and key in complete:
+        return False
+    if key not in complete:
         write_item(location, f"{VOCAB_GROUP}/{key}", string_columns(vocabulary.dataset()))
     group = _root(location).require_group(VOCAB_GROUP)
     models = dict(group.attrs.get(MODELS_ATTR, {}))
-    if group.attrs.get("format") != VOCAB_FORMAT or models.get(label) != key:
-        group.attrs.update({"format": VOCAB_FORMAT, "format_version": VOCAB_VERSION,
-                            "description": "see docs/store-format.md", MODELS_ATTR: {**models, label: key}})
-    consolidate(location)
-    return key
+    group.attrs.update({"format": VOCAB_FORMAT, "format_version": VOCAB_VERSION,
+                        "description": "see docs/store-format.md", MODELS_ATTR: {**models, label: key}})
+    if refresh_metadata:
+        consolidate(location)
+    return True
 
 
 def vocabulary_keys(location: StoreLocation) -> dict[str, str]:
@@ -125,9 +130,7 @@ def read_vocabulary(location: StoreLocation, label: str) -> xr.Dataset:
 def tokenizer_files(entry: xr.Dataset) -> dict[str, bytes]:
     """File name -> bytes of the tokenizer files kept with a vocabulary entry."""
     payload = np.asarray(entry["file_bytes"].values, np.uint8).tobytes()
-    starts, sizes = entry["file_start"].values, entry["file_size"].values
-    return {str(name): payload[int(start):int(start) + int(size)]
-            for name, start, size in zip(entry["file_name"].values, starts, sizes)}
+    return {str(name): payload[int(start):int(start) + int(size)] for name, start, size in entry.attrs["files"]}
 
 
 def vocab_problems(location: StoreLocation, stats_models: list[str] | None) -> list[str]:
@@ -147,8 +150,7 @@ def vocab_problems(location: StoreLocation, stats_models: list[str] | None) -> l
 
 def _entry_problems(entry: xr.Dataset, key: str) -> list[str]:
     problems = [f"lacks attribute {name!r}" for name in ENTRY_ATTRS if name not in entry.attrs]
-    expected = {"token": "token_id", "text": "token_id", "special": "token_id", "file_name": "file",
-                "file_start": "file", "file_size": "file", "file_bytes": "byte"}
+    expected = {"token": "token_id", "text": "token_id", "special": "token_id", "file_bytes": "byte"}
     for name, dim in expected.items():
         if name not in entry.variables or entry[name].dims != (dim,):
             problems.append(f"variable {name!r} missing or not along {dim!r}")
@@ -157,9 +159,9 @@ def _entry_problems(entry: xr.Dataset, key: str) -> list[str]:
     loaded = entry.load()
     if loaded.attrs.get("size") != loaded.sizes["token_id"]:
         problems.append(f"attrs['size'] {loaded.attrs.get('size')!r} is not the {loaded.sizes['token_id']} tokens")
-    ends = loaded["file_start"].values + loaded["file_size"].values
-    if len(ends) and (ends.max() > loaded.sizes["byte"] or loaded["file_start"].values.min() < 0):
-        problems.append("a file lies outside file_bytes")
+    files = loaded.attrs["files"]
+    if any(int(start) < 0 or int(size) < 0 or int(start) + int(size) > loaded.sizes["byte"] for _, start, size in files):
+        problems.append(f"a file lies outside file_bytes: {files!r}")
     table = Vocabulary([str(t) for t in loaded["token"].values], [str(t) for t in loaded["text"].values],
                        loaded["special"].values, int(loaded.attrs["eos_token_id"]), int(loaded.attrs["bos_token_id"]))
     if table.key != key:

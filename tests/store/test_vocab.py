@@ -33,10 +33,11 @@ def _vocabulary(texts: list[str] | None = None) -> Vocabulary:
 
 
 def test_models_of_one_tokenizer_share_one_entry(location: StoreLocation) -> None:
-    first = write_vocabulary(location, "a", _vocabulary())
-    assert write_vocabulary(location, "b", _vocabulary()) == first
-    other = write_vocabulary(location, "c", _vocabulary(["<eos>", "the", "cat", "\n", "é"]))
-    assert other != first
+    first, other = _vocabulary().key, _vocabulary(["<eos>", "the", "cat", "\n", "é"]).key
+    assert first != other
+    assert write_vocabulary(location, "a", _vocabulary()) and write_vocabulary(location, "b", _vocabulary())
+    assert write_vocabulary(location, "c", _vocabulary(["<eos>", "the", "cat", "\n", "é"]))
+    assert not write_vocabulary(location, "b", _vocabulary())  # recorded already: nothing written
     assert vocabulary_keys(location) == {"a": first, "b": first, "c": other}
     entry = read_vocabulary(location, "b")
     assert entry["token"].values.tolist() == TOKENS and entry["text"].values.tolist()[1] == " the"
@@ -49,7 +50,8 @@ def test_models_of_one_tokenizer_share_one_entry(location: StoreLocation) -> Non
 
 def test_validate_store_checks_the_vocabulary(tmp_path: Path) -> None:
     location = build_valid_store(tmp_path / "s.zarr")
-    key = write_vocabulary(location, "m", _vocabulary())
+    write_vocabulary(location, "m", _vocabulary())
+    key = _vocabulary().key
     validate_store(location)
     zarr.open_array(location.zarr_store(), path=f"vocab/{key}/text", mode="r+")[1] = " THE"  # edited after writing
     consolidate(location)
