@@ -67,6 +67,12 @@ def _dequantize(source: Path, folder: Path) -> None:
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        staging.rename(folder)  # atomic: a killed conversion leaves no half cache
+        try:
+            staging.rename(folder)  # atomic: a killed conversion leaves no half cache
+        except OSError:
+            if not (folder / "model.safetensors").exists():
+                raise
+            # another process converted it at the same time: its copy is the same, keep it
+
     finally:
         shutil.rmtree(staging, ignore_errors=True)

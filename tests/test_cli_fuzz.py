@@ -690,8 +690,6 @@ def garbage_argv(entry: EntryPoint, scene: Scene, target: str, path: Path) -> tu
 # ---------------------------------------------------------------- the tests
 
 ENTRY = pytest.mark.parametrize("entry", ENTRY_POINTS, ids=str)
-# Examples per entry point: 16 entry points (analysis.query and analysis.export made it 16) share the
-# suite's 15 minutes, so each gets three quarters of what 14 had; CLI_FUZZ_SCALE=10 hunts longer.
 
 
 def test_every_entry_point_is_found() -> None:
@@ -701,7 +699,7 @@ def test_every_entry_point_is_found() -> None:
 
 
 @ENTRY
-@settings(FUZZ, max_examples=round(90 * SCALE))
+@settings(FUZZ, max_examples=round(120 * SCALE))
 @given(data=st.data())
 def test_bad_flag_values_are_refused(
     entry: EntryPoint, scene: Scene, capfd: Capture, data: st.DataObject
@@ -710,7 +708,7 @@ def test_bad_flag_values_are_refused(
 
 
 @ENTRY
-@settings(FUZZ, max_examples=round(45 * SCALE))
+@settings(FUZZ, max_examples=round(60 * SCALE))
 @given(data=st.data())
 def test_unknown_and_misspelt_flags_are_refused(
     entry: EntryPoint, scene: Scene, capfd: Capture, data: st.DataObject
@@ -719,7 +717,7 @@ def test_unknown_and_misspelt_flags_are_refused(
 
 
 @pytest.mark.parametrize("entry", WITH_CONFIG, ids=str)
-@settings(FUZZ, max_examples=round(110 * SCALE))
+@settings(FUZZ, max_examples=round(150 * SCALE))
 @given(data=st.data())
 def test_malformed_config_files_are_refused(
     entry: EntryPoint, scene: Scene, capfd: Capture, data: st.DataObject
@@ -730,7 +728,7 @@ def test_malformed_config_files_are_refused(
 
 
 @ENTRY
-@settings(FUZZ, max_examples=round(75 * SCALE))
+@settings(FUZZ, max_examples=round(100 * SCALE))
 @given(data=st.data())
 def test_garbage_and_missing_paths_are_refused(
     entry: EntryPoint, scene: Scene, capfd: Capture, data: st.DataObject

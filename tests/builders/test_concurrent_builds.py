@@ -62,22 +62,6 @@ def _finish(process: subprocess.Popen[bytes]) -> None:
     assert process.returncode == 0, err.decode()
 
 
-def test_a_second_build_of_the_same_model_is_refused_naming_the_first(
-        tiny_model: Callable[[str], Path], collect_cli: Runner, target: tuple[StoreLocation, list[str]]) -> None:
-    location, store_args = target
-    args = _args(tiny_model("llama"), "m", store_args)
-    first = _spawn(args)
-    _wait_until_writing(first, location, "m")
-    code, _, err = collect_cli(*args)
-    assert code == 2 and len(err.strip().splitlines()) == 1, err
-    assert f"pid {first.pid} (collect model 'm'" in err and "is being written by" in err
-    _finish(first)
-    dataset = validate_store(location)
-    assert dataset.committed_tokens.values.tolist() == [N_TOKENS]
-    assert np.isfinite(dataset.value.values).all()
-    assert collect_cli(*args)[0] == 0 and live_leases(location, "stats") == []
-
-
 def test_two_models_built_at_once_both_land_whole(
         tiny_model: Callable[[str], Path], collect_cli: Runner, target: tuple[StoreLocation, list[str]],
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -106,12 +90,17 @@ def test_two_models_built_at_once_both_land_whole(
     assert while_adding[:1] == [True], "the first build had ended before the second added its slot"
 
 
-def test_kill_9_leaves_a_lease_that_the_rerun_takes_over(
+def test_a_second_build_is_refused_then_a_kill_9_leaves_a_lease_that_the_rerun_takes_over(
         tiny_model: Callable[[str], Path], collect_cli: Runner, target: tuple[StoreLocation, list[str]]) -> None:
+    """One scenario (one build fewer on each backend than two tests): the same model built twice at once is
+    refused naming the first build; the first is then killed with -9; the rerun takes its lease over."""
     location, store_args = target
     args = _args(tiny_model("llama"), "m", store_args)
     process = _spawn(args)
     _wait_until_writing(process, location, "m")
+    code, _, err = collect_cli(*args)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"pid {process.pid} (collect model 'm'" in err and "is being written by" in err
     process.send_signal(signal.SIGKILL)
     process.wait()
     left = LeaseFolder(location, slot_key("stats", "m")).newest()[1]
@@ -122,5 +111,7 @@ def test_kill_9_leaves_a_lease_that_the_rerun_takes_over(
     code, out, err = collect_cli(*args)
     assert code == 0, err
     assert f"Resuming model 'm': {done} of 16 units committed ({done * 256:,} of" in out
-    assert validate_store(location).committed_tokens.values.tolist() == [N_TOKENS]
+    dataset = validate_store(location)
+    assert dataset.committed_tokens.values.tolist() == [N_TOKENS] and np.isfinite(dataset.value.values).all()
     assert live_leases(location, "stats") == []  # released: one record kept, holding nothing
+    assert collect_cli(*args)[0] == 0 and live_leases(location, "stats") == []  # complete: nothing to do
