@@ -6,6 +6,12 @@ p its two-sided significance; the truncated power law contains the power law,
 so its p comes from chi2 with one degree of freedom on 2 * raw R, as in
 ``powerlaw.Fit.distribution_compare``. Discrete tails use the alternatives
 discretised by rounding (powerlaw's default ``discrete_normalization``).
+
+For continuous tails the lognormal, exponential and truncated power law depend on the data only
+through a few sums (n, the mean and centred sum of squares of log x, the sums of log x and of x),
+so the optimiser's objective is O(1) per step after one pass over the tail (``TailSums``); the
+per-point log-likelihoods that R's variance needs are one more pass, at the optimum only. The
+stretched exponential (sums of x^beta) and discrete tails evaluate the likelihood point by point.
 """
 
 from __future__ import annotations
@@ -48,6 +54,39 @@ def _log1mexp(x: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class TailSums:
+    """What the continuous lognormal, exponential and truncated power law need of a tail: one pass."""
+
+    n: float
+    sum_log: float
+    mean_log: float
+    centred_log_squares: float  # sum (log x - mean log x)^2: stable where mu is far from the data
+    sum_x: float
+
+    @classmethod
+    def of(cls, values: np.ndarray, counts: np.ndarray) -> TailSums:
+        log_values = np.log(values)
+        n = float(counts.sum())
+        mean_log = float(counts @ log_values) / n
+        return cls(n, float(counts @ log_values), mean_log, float(counts @ (log_values - mean_log) ** 2),
+                   float(counts @ values))
+
+
+def _lognormal_total(sums: TailSums, xmin: float, mu: float, sigma: float) -> float:
+    squares = sums.centred_log_squares + sums.n * (sums.mean_log - mu) ** 2  # = sum (log x - mu)^2
+    return (-0.5 * squares / sigma**2 - sums.n * (_LOG_ROOT_2PI + np.log(sigma)) - sums.sum_log
+            - sums.n * FAMILIES["lognormal"].log_norm(xmin, mu, sigma))
+
+
+def _exponential_total(sums: TailSums, xmin: float, lam: float) -> float:
+    return sums.n * np.log(lam) - lam * sums.sum_x + sums.n * lam * xmin
+
+
+def _truncated_total(sums: TailSums, xmin: float, alpha: float, lam: float) -> float:
+    return -alpha * sums.sum_log - lam * sums.sum_x - sums.n * FAMILIES["truncated_power_law"].log_norm(xmin, alpha, lam)
+
+
+@dataclass(frozen=True)
 class _Family:
     """An alternative: log kernel, its log normaliser over x >= xmin, and the parameter map.
 
@@ -61,6 +100,7 @@ class _Family:
     starts: Callable[[np.ndarray, float, float], list[np.ndarray]]  # (tail, xmin, alpha) -> start points
     discrete_log_norm: Callable[..., float] | None = None
     log_sf: Callable[..., np.ndarray] | None = None
+    total: Callable[..., float] | None = None  # (TailSums, xmin, *params) -> the continuous log-likelihood
 
 
 _MAX_LOG_SIGMA = 8.0  # sigma <= ~3000: beyond, the lognormal is numerically a power law
@@ -88,6 +128,7 @@ FAMILIES: dict[str, _Family] = {
         to_params=lambda t, xmin: _lognormal_params(t, xmin),
         starts=_lognormal_starts,
         log_sf=lambda x, mu, sigma: special.log_ndtr((mu - np.log(x)) / sigma),
+        total=_lognormal_total,
     ),
     "exponential": _Family(
         log_kernel=lambda x, lam: np.log(lam) - lam * x,
@@ -95,6 +136,7 @@ FAMILIES: dict[str, _Family] = {
         to_params=lambda t, xmin: (np.exp(t[0]),),
         starts=lambda x, xmin, a: [np.array([-np.log(x.mean() - xmin + 1e-12)])],
         discrete_log_norm=lambda xmin, lam: float(np.log(lam) - lam * xmin - _log1mexp(np.array(-lam))),
+        total=_exponential_total,
     ),
     "truncated_power_law": _Family(
         log_kernel=lambda x, alpha, lam: -alpha * np.log(x) - lam * x,
@@ -102,6 +144,7 @@ FAMILIES: dict[str, _Family] = {
         to_params=lambda t, xmin: (t[0], np.exp(t[1])),
         starts=lambda x, xmin, a: [np.array([a, np.log(0.1 / x.mean())]), np.array([a, np.log(1e-3 / xmin)])],
         discrete_log_norm=lambda xmin, alpha, lam: _log_lerch(lam, alpha, xmin) - lam * xmin,
+        total=_truncated_total,
     ),
     "stretched_exponential": _Family(
         log_kernel=lambda x, lam, beta: np.log(beta * lam) + (beta - 1) * np.log(lam * x) - (lam * x) ** beta,
@@ -128,11 +171,17 @@ def fit_alternative(name: str, tail: np.ndarray, xmin: float, alpha: float, disc
     family = FAMILIES[name]
     # the likelihood only needs each distinct value once, weighted by its count
     values, inverse, counts = np.unique(tail, return_inverse=True, return_counts=True)
+    sums = TailSums.of(values, counts) if family.total is not None and not discrete else None
+
+    def log_likelihood(params: tuple[float, ...]) -> float:
+        if sums is not None:
+            return float(family.total(sums, xmin, *params))  # O(1): the tail's sums, not its points
+        return float(counts @ _loglik(family, params, values, xmin, discrete))
 
     def cost(theta: np.ndarray) -> float:
         try:
             with np.errstate(all="ignore"):
-                total = counts @ _loglik(family, family.to_params(theta, xmin), values, xmin, discrete)
+                total = log_likelihood(family.to_params(theta, xmin))
         except (ValueError, TypeError, ZeroDivisionError, OverflowError):
             return np.inf
         return -total if np.isfinite(total) else np.inf
