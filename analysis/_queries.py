@@ -22,13 +22,11 @@ import zarr
 from analysis._open import open_store
 from analysis._query_reduce import group_stats, top_k, value_counts
 from analysis._snapshot import SNAPSHOT_KEY
-from analysis._tokens import TokenText, shared_key, vocabularies
+from analysis._tokens import TokenText, check_shared, vocabularies
+from store import ARGMAX_CHANNEL as ARGMAX
 from store import STATS_GROUP, InputError, StoreLocation
 
-ARGMAX = "argmax_channel"
 KINDS = ("first_in_row", "after_eos", "other")  # position_stats(by="kind")
-HIT_COLUMNS = ["model", "layer", "metric", "rank", "value", "token_index", "row", "position", "doc_index",
-               "token_id", "text", ARGMAX, "context"]
 
 
 @dataclass
@@ -46,6 +44,10 @@ class Source:
     @cached_property
     def labels(self) -> list[str]:
         return [str(label) for label in self.dataset["model"].values]
+
+    @cached_property
+    def layers(self) -> list[str]:
+        return [str(label) for label in self.dataset["layer"].values]
 
     def slot(self, model: str) -> int:
         return self.labels.index(model)
@@ -82,15 +84,14 @@ def _choice(kind: str, value: str, known: Sequence[str]) -> str:
 
 def resolve_layer(src: Source, layer: str | int) -> str:
     """A layer label ('middle', 'layer_15'), or a decoder-layer number matching ``layer_index``."""
-    labels = [str(label) for label in src.dataset["layer"].values]
     text = str(layer)
-    if text in labels:
+    if text in src.layers:
         return text
     if text.lstrip("-").isdigit():  # the same block in every model, or none: depths differ between models
         matches = np.flatnonzero((src.dataset["layer_index"].values == int(text)).all(axis=0))
         if matches.size:
-            return labels[int(matches[0])]
-    return _choice("layer", text, labels)
+            return src.layers[int(matches[0])]
+    return _choice("layer", text, src.layers)
 
 
 def resolve_metric(src: Source, metric: str) -> str:
@@ -132,19 +133,18 @@ def _windows(src: Source, tokens: np.ndarray, width: int) -> tuple[np.ndarray, n
     return starts, ends
 
 
-def _token_ids(src: Source, model: str, tokens: np.ndarray, width: int) -> dict[int, int]:
+def _token_ids(src: Source, model: str, tokens: np.ndarray, windows: tuple[np.ndarray, np.ndarray]) -> dict[int, int]:
     """Token position -> id for the hits and their windows, in one read (only the chunks holding them)."""
-    starts, ends = _windows(src, tokens, width)
-    wanted = np.unique(np.concatenate([tokens, *(np.arange(a, b) for a, b in zip(starts, ends))]))
+    wanted = np.unique(np.concatenate([tokens, *(np.arange(a, b) for a, b in zip(*windows))]))
     return dict(zip(wanted.tolist(), src.read("token_id", (src.slot(model), wanted)).tolist()))
 
 
-def _context(src: Source, tokens: np.ndarray, width: int, ids: dict[int, int],
+def _context(tokens: np.ndarray, windows: tuple[np.ndarray, np.ndarray], width: int, ids: dict[int, int],
              vocabulary: TokenText | None) -> list[str]:
-    """The text of ``width`` tokens either side of each token (within its row), the token in [[ ]]."""
+    """The text of each token's window (within its row), the token in [[ ]]."""
     if width <= 0 or vocabulary is None:
         return [""] * tokens.size
-    starts, ends = _windows(src, tokens, width)
+    starts, ends = windows
     texts = []
     for start, token, end in zip(starts, tokens, ends):
         run = [ids[i] for i in range(int(start), int(end))]
@@ -157,7 +157,8 @@ def _context(src: Source, tokens: np.ndarray, width: int, ids: dict[int, int],
 def _hit_rows(src: Source, model: str, layer: str, metric: str, values: np.ndarray, tokens: np.ndarray,
               context: int, vocabulary: TokenText | None) -> pd.DataFrame:
     slot = src.slot(model)
-    ids = _token_ids(src, model, tokens, context if vocabulary is not None else 0) if tokens.size else {}
+    windows = _windows(src, tokens, context if vocabulary is not None else 0)
+    ids = _token_ids(src, model, tokens, windows) if tokens.size else {}
     token_ids = np.array([ids[int(token)] for token in tokens], np.int32)
     frame = pd.DataFrame({
         "model": model, "layer": layer, "metric": metric, "rank": np.arange(1, tokens.size + 1),
@@ -167,10 +168,10 @@ def _hit_rows(src: Source, model: str, layer: str, metric: str, values: np.ndarr
         "token_id": token_ids,
         "text": vocabulary.text(token_ids) if vocabulary is not None else [""] * tokens.size,
     })
-    if ARGMAX in src.group:
-        layer_slot = [str(label) for label in src.dataset["layer"].values].index(layer)
+    if ARGMAX in src.dataset:
+        layer_slot = src.layers.index(layer)
         frame[ARGMAX] = src.read(ARGMAX, (slot, layer_slot, tokens)) if tokens.size else np.zeros(0, np.int32)
-    frame["context"] = _context(src, tokens, context, ids, vocabulary)
+    frame["context"] = _context(tokens, windows, context, ids, vocabulary)
     return frame
 
 
@@ -266,9 +267,8 @@ def token_stats(store: xr.Dataset | str, metric: str = "linf_norm", layer: str |
     layer, metric = resolve_layer(src, layer), resolve_metric(src, metric)
     sort = _choice("sort column", sort, ("count", "mean", "max"))
     labels = resolve_models(src, model)
-    if len(labels) > 1:
-        shared_key(src.location, labels)
     texts = vocabularies(src.location, labels)
+    check_shared(texts)
     frames = []
     for label in labels:
         stats = group_stats(src.dataset["token_id"].sel(model=label).data, _series(src, label, layer, metric))
@@ -332,7 +332,7 @@ def channel_histogram(store: xr.Dataset | str, layer: str | int | None = None,
     if ARGMAX not in src.dataset:
         raise InputError(f"store {src.location.display()!r} has no argmax_channel (collected before it "
                          "existed); collect the model into a new store to get it")
-    layers = [str(label) for label in src.dataset["layer"].values] if layer is None else [resolve_layer(src, layer)]
+    layers = src.layers if layer is None else [resolve_layer(src, layer)]
     top = None if top is None else _positive("top", top)
     frames = []
     for label in resolve_models(src, model):

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from store import StoreLocation, read_vocabulary, tokenizer_files, vocabulary_keys
+from store import StoreLocation, read_vocabulary, read_vocabulary_entry, tokenizer_files, vocabulary_keys
 from store.errors import InputError
 
 # transformers' clean_up_tokenization, applied when the tokenizer's config asks for it (as decode does)
@@ -78,27 +78,24 @@ def vocabulary_of(location: StoreLocation, label: str) -> TokenText:
 
 
 def vocabularies(location: StoreLocation, labels: list[str]) -> dict[str, TokenText | None]:
-    """Each model's vocabulary, None (with one warning) for models collected before stores kept one."""
+    """Each model's vocabulary (one read per entry, however many models share it); None, with one
+    warning, for models collected before stores kept one."""
     keys = vocabulary_keys(location)
     missing = [label for label in labels if label not in keys]
     if missing:
         warnings.warn(f"store {location.display()!r} holds no vocabulary for model(s) {missing!r} (collected "
                       "before stores kept one): token texts are left empty; rerun the same python -m "
                       "builders.collect command to add it", UserWarning, stacklevel=3)
-    loaded: dict[str, TokenText] = {}
-    for key in {keys[label] for label in labels if label in keys}:
-        label = next(label for label in labels if keys.get(label) == key)
-        loaded[key] = vocabulary_of(location, label)
+    loaded = {key: TokenText(read_vocabulary_entry(location, key)) for key in {keys[label] for label in labels
+                                                                                 if label in keys}}
     return {label: loaded.get(keys.get(label, "")) for label in labels}
 
 
-def shared_key(location: StoreLocation, labels: list[str]) -> str:
-    """The one vocabulary key of ``labels``; refuses models whose token ids mean different tokens."""
-    keys = vocabulary_keys(location)
-    distinct = {keys.get(label) for label in labels}
-    if len(distinct) > 1 or None in distinct:
-        shown = ", ".join(f"{label!r}: {keys.get(label) or 'no vocabulary'}" for label in labels)
+def check_shared(texts: dict[str, TokenText | None]) -> None:
+    """Refuse models whose token ids mean different tokens (or are unknown): they cannot be compared by id."""
+    keys = {label: text.key if text is not None else None for label, text in texts.items()}
+    if len(texts) > 1 and (len(set(keys.values())) > 1 or None in keys.values()):
+        shown = ", ".join(f"{label!r}: {key or 'no vocabulary'}" for label, key in keys.items())
         raise InputError(
             f"models of different (or unknown) tokenizers cannot be compared token by token ({shown}); "
             "pass --model with models that share a tokenizer")
-    return str(distinct.pop())

@@ -53,9 +53,6 @@ def _folders(dataset: xr.Dataset, folder: str | Path, model: str | None) -> dict
     labels = [str(label) for label in dataset["model"].values]
     if model is not None and model not in labels:
         raise InputError(f"unknown model {model!r}; this store has {', '.join(map(repr, labels))}")
-    if "://" in str(folder):
-        raise InputError(f"the results folder {str(folder)!r} is a URL; export to a local folder "
-                         "(copy it to object storage afterwards)")
     root = check_export_folder(folder, MARKER, EXPORT_FORMAT, "results")
     chosen = [model] if model is not None else labels
     return {label: root if len(chosen) == 1 else root / label for label in chosen}

@@ -111,14 +111,9 @@ def _bad_values(options: argparse.Namespace) -> str:
         return "--median_of needs --times_median (the multiple of that median to exceed); pass both"
     if options.format == "parquet" and options.output is None:
         return "--format parquet writes a file: pass --output FILE.parquet"
-    return _bad_output(options.output) if options.output is not None else ""
-
-
-def _bad_output(output: str) -> str:
-    if "://" in output:
-        return f"--output {output!r} is a URL; write to a local file (copy it to object storage afterwards)"
     try:
-        check_output_path(output, "--output file")
+        if options.output is not None:
+            check_output_path(options.output, "--output file")
     except InputError as error:
         return str(error)
     return ""
@@ -160,25 +155,24 @@ def _escaped(text: str) -> str:
     return text if len(text) <= _TEXT_WIDTH else text[: _TEXT_WIDTH - 1] + "…"
 
 
+_RENDERED: dict[str, Callable[[pd.DataFrame], str]] = {
+    "table": lambda frame: printable(frame) + "\n",
+    "csv": lambda frame: frame.to_csv(index=False),
+    "json": lambda frame: frame.to_json(orient="records", indent=1, force_ascii=False),
+}
+
+
 def write(frame: pd.DataFrame, output_format: str, output: str | None) -> str | None:
-    """Write ``frame`` to ``output`` in ``output_format``; returns the text to print when there is no file."""
-    if output_format == "parquet" and output is None:
-        raise InputError("--format parquet writes a file: pass --output FILE.parquet")
-    if output is not None and _bad_output(output):
-        raise InputError(_bad_output(output))
+    """Write ``frame`` to ``output`` (checked by the parser) in ``output_format``; without a file,
+    return the text to print (parquet always needs a file)."""
     if output is None:
-        return {"table": printable, "csv": lambda f: f.to_csv(index=False),
-                "json": lambda f: f.to_json(orient="records", indent=1, force_ascii=False)}[output_format](frame)
-    path = Path(check_output_path(output, "--output file"))
+        return _RENDERED[output_format](frame)
+    path = Path(output).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     if output_format == "parquet":
         frame.to_parquet(path, index=False)
-    elif output_format == "json":
-        frame.to_json(path, orient="records", indent=1, force_ascii=False)
-    elif output_format == "csv":
-        frame.to_csv(path, index=False)
     else:
-        path.write_text(printable(frame) + "\n", encoding="utf-8")
+        path.write_text(_RENDERED[output_format](frame), encoding="utf-8")
     return None
 
 

@@ -226,10 +226,6 @@ METRICS: dict[str, Metric] = {
 }
 
 
-ARGMAX_CHANNEL = "argmax_channel"
-ARGMAX_DEFINITION = "the hidden channel holding max(|x|) (the first, on ties); int32, beside linf_norm"
-
-
 def compute_metrics(x: torch.Tensor, names: Sequence[str]) -> torch.Tensor:
     """(n_metrics, tokens) float32 for activations ``x`` of shape (..., d)."""
     return compute_statistics(x, names)[0]

@@ -27,6 +27,7 @@ from store._lease import LEASE_DIR, Lease, LeaseError, LeaseRecord, live_leases,
 from store._location import StoreLocation
 from store._options import OneLineParser, check_output_path, parse_storage_options
 from store._schema import (
+    ARGMAX_CHANNEL,
     FORMAT_NAME,
     FORMAT_VERSION,
     STATS_GROUP,
@@ -99,6 +100,7 @@ from store._vocab import (
     VOCAB_GROUP,
     Vocabulary,
     read_vocabulary,
+    read_vocabulary_entry,
     tokenizer_files,
     vocabulary_keys,
     write_vocabulary,
@@ -115,6 +117,7 @@ from store.errors import (
 )
 
 __all__ = [
+    "ARGMAX_CHANNEL",
     "CACHE_ENV",
     "CAPTURES_GROUP",
     "CARD_METRICS",
@@ -207,6 +210,7 @@ __all__ = [
     "remove_superweights_model",
     "reporting_write_faults",
     "read_vocabulary",
+    "read_vocabulary_entry",
     "resolve_location",
     "slot_key",
     "stale_metadata",

@@ -88,6 +88,8 @@ def parse_storage_options(items: Iterable[str]) -> dict[str, Any]:
 def check_output_path(text: str, what: str, folder: bool = False) -> Path:
     """An output file (or folder) that can be created: refused now, before any work, if it cannot."""
     check_path_text(text, what)  # first: expanduser raises RuntimeError on ~ of an unknown user
+    if "://" in text:  # Path() would make a local folder named "s3:" of it
+        raise ConfigError(f"{what} {text!r} is a URL; write to a local path (copy it to object storage afterwards)")
     path = Path(text).expanduser()
     existing = next((p for p in (path, *path.parents) if p.exists()), Path("/"))
     if existing == path and path.is_dir() != folder:

@@ -58,8 +58,8 @@ DTYPES = {
 # Variables written token chunk by token chunk; the others are written with the template.
 STREAMED = ("value", "argmax_channel", "channel_value", "token_id", "doc_index")
 # Variables that stores written before them lack: readers, validator and builds go on without them.
-ARGMAX = "argmax_channel"
-OPTIONAL = (ARGMAX,)
+ARGMAX_CHANNEL = "argmax_channel"
+OPTIONAL = (ARGMAX_CHANNEL,)
 
 
 @dataclass(frozen=True)

@@ -119,12 +119,16 @@ def read_vocabulary(location: StoreLocation, label: str) -> xr.Dataset:
         raise StoreLocationError(
             f"store {location.display()!r} holds no vocabulary for model {label!r} (collected before the "
             "store kept one); rerun the same python -m builders.collect command to add it")
+    return read_vocabulary_entry(location, key)
+
+
+def read_vocabulary_entry(location: StoreLocation, key: str) -> xr.Dataset:
+    """The vocabulary entry ``key`` (from :func:`vocabulary_keys`), read as :func:`read_vocabulary` reads it."""
     entry = open_item(location, f"{VOCAB_GROUP}/{key}")
-    entry = entry.assign({name: entry[name].load() for name in ("token", "text", "special")})
     if entry.attrs.get(COMPLETE_ATTR) is not True:
-        raise StoreLocationError(f"the vocabulary of model {label!r} in {location.display()!r} is incomplete; "
+        raise StoreLocationError(f"vocabulary entry {key!r} in {location.display()!r} is incomplete; "
                                  "rerun the same python -m builders.collect command to finish it")
-    return entry
+    return entry.assign({name: entry[name].load() for name in ("token", "text", "special")})
 
 
 def tokenizer_files(entry: xr.Dataset) -> dict[str, bytes]:

@@ -21,7 +21,7 @@ import numpy as np
 import zarr
 
 from store._lease import Lease
-from store._schema import ARGMAX, UNIT_COMMITTED, UNIT_TOKENIZED
+from store._schema import ARGMAX_CHANNEL, UNIT_COMMITTED, UNIT_TOKENIZED
 from store._staging import Staging
 from store._units import Unit, mark_unit
 
@@ -90,7 +90,7 @@ class UnitWriter:
         self._staging, self._commit_seconds, self._clock = staging, commit_seconds, clock
         self._blocks: list[StatsBlock] = []
         self.resume_at = unit.start
-        self._has_peaks = ARGMAX in group  # stores written before argmax_channel go on without it
+        self._has_peaks = ARGMAX_CHANNEL in group  # stores written before argmax_channel go on without it
         if staging is not None:
             self.resume_at, parts = staging.load(unit.start)
             if self._has_peaks and any("peaks" not in part for part in parts):
@@ -138,7 +138,7 @@ class UnitWriter:
         if self._has_peaks:
             if merged.peaks is None:  # a caller's bug, not input: builds always hand peaks over
                 raise RuntimeError(f"unit {self.unit.index} has no argmax_channel to write")
-            _streamed(self._group, ARGMAX)[self._slot, :, tokens] = merged.peaks
+            _streamed(self._group, ARGMAX_CHANNEL)[self._slot, :, tokens] = merged.peaks
         mark_unit(self._group, self._slot, self.unit, UNIT_COMMITTED, self._claim)
         if self._staging is not None:
             self._staging.clear()
