@@ -19,11 +19,12 @@ Discrete tails evaluate the likelihood point by point.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import optimize, special, stats
+from scipy import integrate, optimize, special, stats
 
 from analysis._powerlaw import log_hurwitz_zeta
 
@@ -37,11 +38,41 @@ class Comparison:
     p: float
 
 
-def _log_upper_gamma(s: float, z: float) -> float:
-    """log of the upper incomplete gamma for any real s (the truncated power law's normaliser)."""
-    import mpmath
+def _log_upper_gamma_quadrature(s: float, z: float) -> float:
+    """log Gamma(s, z) = -z + (s - 1) log z + log of the integral of (1 + u/z)^(s-1) e^-u over u >= 0.
 
-    return float(mpmath.log(mpmath.gammainc(s, z)))
+    The integrand starts at 1 and decays at rate (1 - s)/z + 1, the scale the variable is measured in.
+    """
+    a = 1.0 - s
+    scale = 1.0 / (max(a, 0.0) / z + 1.0)
+
+    def integrand(w: float) -> float:
+        u = scale * w
+        return float(np.exp(-a * np.log1p(u / z) - u))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", integrate.IntegrationWarning)  # tested to 1e-10 against mpmath
+        value = integrate.quad(integrand, 0.0, np.inf, epsabs=0.0, epsrel=1e-13, limit=200)[0]
+    return float(-z - a * np.log(z) + np.log(scale * value))
+
+
+def _log_upper_gamma(s: float, z: float) -> float:
+    """log of the upper incomplete gamma for any real s (the truncated power law's normaliser).
+
+    Hand-written because scipy's ``gammaincc`` stops at s > 0 and mpmath's ``gammainc`` is slow
+    (milliseconds to seconds where s is large and negative: the bounded metrics' alpha in the
+    thousands) and there silently wrong at 53 bits (log Gamma(-1321.3, 427.3): -8177.6 for -8438.8).
+    Quadrature for z >= 1 or s <= -10, scipy for s > 0, otherwise steps down from s + 1.
+    """
+    if z >= 1.0 or s <= -10.0:
+        return _log_upper_gamma_quadrature(s, z)
+    if s > 0:
+        return float(special.gammaln(s) + np.log(special.gammaincc(s, z)))
+    if s == 0:
+        return float(np.log(special.exp1(z)))
+    # Gamma(s, z) = (Gamma(s + 1, z) - z^s e^-z) / s; with z < 1 the second term dominates: no cancellation
+    ratio = np.exp(_log_upper_gamma(s + 1, z) - (s * np.log(z) - z))
+    return float(s * np.log(z) - z + np.log((ratio - 1.0) / s))
 
 
 def _log_lerch(lam: float, alpha: float, xmin: float) -> float:

@@ -18,10 +18,12 @@ from analysis import _fits_cache
 from analysis._compare import ALTERNATIVES
 from analysis._fit_one import fit_power_law
 from analysis._ols import rank_ols
+from analysis._verdict import verdicts
+from store import InputError
 
 FITS_GROUP = _fits_cache.FITS_GROUP
 SCALARS = ("alpha", "xmin", "sigma", "ks_d", "n_tail", "n_excluded", "slope", "intercept", "r2", "gof_p",
-           "gof_failed", "status")
+           "gof_failed", "gof_n", "status")
 STATUS = {"ok": 0, "constant series": 1, "fewer than 3 distinct positive values": 2,
           "no candidate xmin gives a valid alpha": 3}
 TRANSFORMS = {"abs": np.abs, "positive": lambda x: x, "negative": lambda x: -x}
@@ -29,13 +31,14 @@ PREFIXES = {"value": "", "channel_value": "channel_"}  # fitted variable -> pref
 
 
 def _fit_series(values: np.ndarray, transform: str, discrete: bool | None, alpha_range: Any,
-                alternatives: tuple[str, ...], n_boot: int) -> np.ndarray:
+                alternatives: tuple[str, ...], n_boot: int, gof_precision: float | None) -> np.ndarray:
     """All numbers of one series, flat: SCALARS, then R and p per alternative."""
     prepared = TRANSFORMS[transform](np.asarray(values, dtype=np.float64))
-    result = fit_power_law(prepared, discrete, alpha_range, alternatives or False, n_boot)
+    result = fit_power_law(prepared, discrete, alpha_range, alternatives or False, n_boot,
+                           gof_precision=gof_precision)
     ols = rank_ols(prepared)
     scalars = [result.alpha, result.xmin, result.sigma, result.ks_d, result.n_tail, result.n_excluded,
-               ols.slope, ols.intercept, ols.r2, result.gof_p, result.gof_failed,
+               ols.slope, ols.intercept, ols.r2, result.gof_p, result.gof_failed, result.gof_n,
                STATUS.get(result.status, 9)]
     comparisons = [result.comparisons.get(name) for name in alternatives]
     tests = [value for c in comparisons for value in ((c.R, c.p) if c else (np.nan, np.nan))]
@@ -73,6 +76,10 @@ def fit(
     transform: str = "abs",
     channels: bool = True,
     cache: bool | str = "local",
+    verdict: bool = False,
+    gof_precision: float = 0.01,
+    channel_verdict: bool | None = None,
+    progress: bool = False,
 ) -> xr.Dataset:
     """Fits of every series of a ``stats`` Dataset, one dask task per series.
 
@@ -90,25 +97,56 @@ def fit(
     ``discrete=None`` fits float variables (the stored statistics) as continuous and
     integer ones as discrete. Non-finite values and zeros are excluded and counted in
     ``n_excluded``; ``status`` is 0 when the fit succeeded (see its ``flag_meanings``).
+
+    ``verdict=True`` adds the goodness-of-fit p-value (``gof_p`` over ``gof_n`` replicates:
+    ``n_boot`` if given, else as many as ``gof_precision`` asks, 1 / (4 eps^2), stopping once p
+    is clearly above or below 0.1) and ``verdict`` / ``channel_verdict``: Clauset et al.'s
+    support for the power law per series (analysis/_verdict.py has the rule; codes in the
+    ``flag_meanings`` attribute). It needs the comparisons. ``channel_verdict`` (default: as
+    ``verdict``) decides for the channel series alone: ``False`` keeps their bootstrap off (192
+    raw-activation series near p = 0.1 can take many times the metric series' time). ``progress=True`` shows one progress
+    bar with an ETA while the fits compute (none on a cache hit).
     """
     if transform not in TRANSFORMS:
         raise ValueError(f"unknown transform {transform!r}; use one of {sorted(TRANSFORMS)}")
+    _check_verdict_options(verdict or bool(channel_verdict), compare, gof_precision)
     mode = _fits_cache.cache_mode(cache)
     alternatives = ALTERNATIVES if compare else ()
     common = {"transform": transform, "alpha_range": tuple(alpha_range) if alpha_range else None,
               "alternatives": alternatives, "n_boot": n_boot}
+    judged = {"value": verdict, "channel_value": verdict if channel_verdict is None else channel_verdict}
     fitted = _fitted_arrays(dataset, channels)
-    options = {name: {**common, "discrete": _discrete(array, discrete)}  # per variable: its dtype decides
+    options = {name: {**common, "discrete": _discrete(array, discrete),  # per variable: its dtype decides
+                      "gof_precision": float(gof_precision) if judged[name] and not n_boot else None}
                for name, array in fitted.items() if array is not None}
-    every_option = {"channels": channels, "fits": options}
+    judged = {name: judged[name] for name in options}
+    every_option = {"channels": channels, "fits": options, "verdict": judged}
     key = _fits_cache.fits_key(dataset, fitted, every_option) if mode != "off" else None
     if mode == "store":
         _fits_cache.require_store_cache(dataset, list(options), key)
     cached = _fits_cache.read(dataset, list(options), key, mode)
     if cached is not None:
         return cached
-    result = _compute(dataset, fitted, options, alternatives)
+    result = _compute(dataset, fitted, options, alternatives, judged)
+    if progress:
+        result = _with_progress(result)
     return _fits_cache.write(dataset, key, mode, result) if key else result
+
+
+def _check_verdict_options(verdict: bool, compare: bool, gof_precision: float) -> None:
+    if verdict and not compare:
+        raise InputError("verdict=True needs the likelihood-ratio comparisons; drop compare=False (--no_compare) "
+                         "or pass verdict=False (--no_verdict)")
+    if verdict and not 0 < gof_precision < 0.5:
+        raise InputError(f"gof_precision must lie in (0, 0.5), such as 0.01 (2,500 replicates); got {gof_precision!r}")
+
+
+def _with_progress(result: xr.Dataset) -> xr.Dataset:
+    """Computed under one tqdm bar (tasks done, rate, ETA): dask's own ProgressBar has no ETA."""
+    from tqdm.dask import TqdmCallback
+
+    with TqdmCallback(desc="fits", unit="task"):
+        return result.compute()
 
 
 def _fitted_arrays(dataset: xr.Dataset, channels: bool) -> dict[str, xr.DataArray | None]:
@@ -123,12 +161,14 @@ def _discrete(array: xr.DataArray, discrete: bool | None) -> bool:
 
 
 def _compute(dataset: xr.Dataset, fitted: dict[str, xr.DataArray | None], options: dict[str, dict[str, Any]],
-             alternatives: tuple[str, ...]) -> xr.Dataset:
+             alternatives: tuple[str, ...], judged: dict[str, bool]) -> xr.Dataset:
     variables: dict[str, xr.DataArray] = {}
     for name, array in fitted.items():
         if array is not None:
             variables.update(_unpack(_fit_array(array, options[name]), alternatives, PREFIXES[name]))
     result = xr.Dataset(variables, coords=_coords(dataset, alternatives))
+    for name in (name for name, wanted in judged.items() if wanted):
+        result[f"{PREFIXES[name]}verdict"] = verdicts(result, PREFIXES[name])
     result.attrs.update(_fit_attrs(options))
     for name in [v for v in result.data_vars if v.endswith("status")]:
         result[name].attrs.update(flag_values=list(STATUS.values()), flag_meanings=" ".join(

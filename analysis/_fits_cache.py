@@ -45,11 +45,13 @@ CACHE_FORMAT = 2  # bump when the layout or meaning of a cached entry changes
 FITS_GROUP = "fits"
 KEY_ATTR = "fits_key"
 WHERE_KEY = "fits_cache"  # in the result's encoding: where it was read from or written to
+HIT_KEY = "fits_cache_hit"  # in the result's encoding: True when read from the cache
 MODES = ("local", "store", "off")
 # every module of the package but these computes fits: a change to any of them makes old entries stale
 # (a denylist, so that a new fitting module counts without anyone remembering to add it)
 _NOT_FITTING = {"__init__.py", "_cli.py", "_fits_cache.py", "_open.py", "_snapshot.py", "fit.py", "plot.py",
-                "plots.py"}
+                "plots.py", "_figure_kit.py", "_fit_figures.py", "_vector_figures.py", "_superweight_figures.py",
+                "_card_figures.py", "_dashboard.py"}
 
 
 def cache_mode(cache: bool | str | None) -> str:
@@ -149,6 +151,7 @@ def _open_entry(where: Any, group: str | None, key: str, described: str) -> xr.D
     if entry.attrs.get(KEY_ATTR) != key:
         return None
     entry.encoding[WHERE_KEY] = described
+    entry.encoding[HIT_KEY] = True
     return entry
 
 

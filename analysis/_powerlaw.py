@@ -58,6 +58,7 @@ class PowerLawFit:
     comparisons: dict[str, Any] = field(default_factory=dict)  # alternative -> Comparison(R, p)
     gof_p: float = float("nan")  # bootstrap goodness-of-fit p-value, when asked for
     gof_failed: int = 0  # synthetic data sets whose fit failed (redrawn; not counted in gof_p)
+    gof_n: int = 0  # synthetic data sets gof_p is taken over
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -33,61 +33,24 @@ import zarr
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _moto import moto_bucket
+from _synthetic_store import HIDDEN_SIZE, SEQ_LEN, VOCABULARY
+from _synthetic_store import build_store as build_synthetic
 from _timing import paired
 
 from analysis.query import top_tokens
-from store import (
-    ModelSlot,
-    StatsBlock,
-    StatsLayout,
-    StoreLocation,
-    UnitWriter,
-    Vocabulary,
-    finish,
-    open_session,
-    plan_units,
-    publish_prefix,
-    write_unit_tokens,
-    write_vocabulary,
-)
-
-SEQ_LEN = 1000
-VOCABULARY = 49_152
-
-
-def _attrs(n_tokens: int) -> dict[str, Any]:
-    return {"format": "activation-stats", "format_version": 2, "metric_definitions": {"rms": "sqrt(mean(x^2))", "linf_norm": "max(|x|)"},
-            "dataset": {"name": "synthetic"}, "created": "now", "versions": {}, "token_chunk": 8 * SEQ_LEN,
-            "build_config": {"data": {"max_seq_len": SEQ_LEN, "max_tokens": n_tokens}, "stats": {}}}
+from store import StoreLocation, Vocabulary, write_vocabulary
 
 
 def _unit_data(rng: np.random.Generator, start: int, n: int) -> tuple[np.ndarray, ...]:
     values = rng.lognormal(1.0, 0.6, (2, 2, n)).astype(np.float32)  # (layer, metric, token)
     first_tokens = np.arange(-start % SEQ_LEN, n, SEQ_LEN)
     values[1, 1, first_tokens[::10]] *= 1000.0  # a massive activation on the first token of every 10th row
-    token_ids = rng.integers(0, VOCABULARY, n).astype(np.int32)
-    peaks = rng.integers(0, 576, (2, n)).astype(np.int32)
-    return values, token_ids, (start + np.arange(n)) // 3000, peaks
+    peaks = rng.integers(0, HIDDEN_SIZE, (2, n)).astype(np.int32)
+    return values, np.zeros((2, n, 0), np.float32), peaks
 
 
 def build_store(path: Path, n_tokens: int) -> StoreLocation:
-    layout = StatsLayout(layers=("embed", "middle"), metrics=("rms", "linf_norm"), n_tokens=n_tokens, n_channels=0,
-                         token_chunk=8 * SEQ_LEN)
-    slot = ModelSlot("synthetic", np.array([-1, 15]), np.zeros((2, 0), np.int32),
-                     {"model_id": "synthetic", "revision": "", "config": {}, "created": "now", "versions": {},
-                      "hidden_size": 576})
-    location = StoreLocation(str(path))
-    session = open_session(location, layout, slot, _attrs(n_tokens))
-    rng = np.random.default_rng(0)
-    units = plan_units(n_tokens, layout.shard_tokens)
-    for unit in units:
-        values, token_ids, documents, peaks = _unit_data(rng, unit.start, unit.n_tokens)
-        write_unit_tokens(session.group, session.slot, unit, token_ids, documents, None)
-        writer = UnitWriter(session.group, session.slot, unit, None, None, commit_seconds=3600.0)
-        writer.append(StatsBlock(unit.start, values, np.zeros((2, unit.n_tokens, 0), np.float32), peaks))
-        writer.commit()
-    publish_prefix(session.group, session.slot, units, None)
-    finish(location, session, n_tokens)
+    location = build_synthetic(path, n_tokens, ("embed", "middle"), ("rms", "linf_norm"), 0, _unit_data)
     tokens = [f"tok{i}" for i in range(VOCABULARY)]
     write_vocabulary(location, "synthetic", Vocabulary(tokens, [f" w{i}" for i in range(VOCABULARY)],
                                                        np.zeros(VOCABULARY, bool), 0))

@@ -36,3 +36,13 @@ def test_the_vectors_bench_runs_end_to_end_on_a_tiny_model(tiny_model: Callable[
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "ratio build / bare" in done.stdout and "agree on the top 10             : yes" in done.stdout
+
+
+def test_the_store_fit_bench_runs_end_to_end_at_toy_size() -> None:
+    """Builds its synthetic store and fits every series with the verdicts (the figures mean nothing here)."""
+    done = subprocess.run([sys.executable, "bench/fit_store_bench.py", "--tokens", "8000", "--old_layers", "0",
+                           "--real", "/nonexistent", "--gof_precision", "0.2"], check=False, cwd=REPO,
+                          capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "(231 series)" in done.stdout and "(39 series)" in done.stdout and "verdicts: {" in done.stdout

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
+from conftest import BUCKET, TINY_ARGS
 
 import analysis
 from analysis import fit_power_law, open_store
-from conftest import BUCKET, TINY_ARGS
+from store import InputError
 
 Runner = Callable[..., tuple[int, str, str]]
 
@@ -230,3 +231,67 @@ def test_fit_cli_accepts_underscore_and_hyphen_flags(local_store: Path, capsys: 
     assert main([str(local_store), "--no_compare", "--no_channels", "--cache", "off", "--scheduler",
                  "synchronous", "--alpha_range", "0,3"]) == 0
     assert "alpha" in capsys.readouterr().out
+
+
+def test_fit_cli_table_explains_itself(local_store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The legend, status in words, R with p, the verdict and the notes; the channel summary by hidden index."""
+    from analysis.fit import LEGEND, main
+
+    assert main([str(local_store), "--gof_precision", "0.1", "--scheduler", "synchronous"]) == 0
+    printed = capsys.readouterr()
+    out = printed.out
+    assert LEGEND.split(";")[0] in out.replace("\n", " ")
+    assert "verdict" in out and "LN" in out and "status" in out
+    rows = [line for line in out.splitlines() if line.startswith("llama")]
+    assert len(rows) == 39 and all(line.split()[3] in {"ok", "constant", "<3", "no"} for line in rows)
+    assert any(" (0." in line or " (1.00)" in line for line in rows)  # R (p)
+    assert any(line.rstrip().endswith("bounded metric") for line in rows if " entropy " in line)
+    assert "note: bounded metric" in out
+    fits = analysis.fit(analysis.open_store(str(local_store)), verdict=True, gof_precision=0.1).compute()
+    hidden = {int(index) for index in fits.channel_index.sel(layer="middle").values.ravel()}
+    summary = next(line for line in out.splitlines() if line.strip().startswith("llama") and "power-law-like" in line
+                   and " middle " in line)
+    shown = {int(item.split(":")[0]) for item in summary.split("top: ")[1].split(", ")}
+    assert shown <= hidden and "/3 power-law-like" in summary
+    assert "fits written to the cache" in printed.err
+    assert main([str(local_store), "--gof_precision", "0.1", "--scheduler", "synchronous"]) == 0
+    again = capsys.readouterr()
+    assert "written" not in again.err and "read from the cache" in again.err  # a hit says so, and no more
+
+
+def test_fit_cli_formats_csv_and_json(local_store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+    import json
+
+    import pandas as pd
+
+    from analysis.fit import main
+
+    options = [str(local_store), "--no_verdict", "--no_channels", "--scheduler", "synchronous"]
+    assert main([*options, "--format", "csv"]) == 0
+    frame = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert len(frame) == 39 and {"model", "layer", "metric", "alpha", "status", "R_lognormal", "p_lognormal"} <= set(frame)
+    assert set(frame.status) <= {"ok", "constant", "<3 distinct", "no valid xmin"}
+    assert main([*options, "--format", "json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert len(records) == 39 and records[0]["layer"] in {"embed", "middle", "pre_last"}
+
+
+def test_verdict_is_stored_and_decodable(local_store: Path) -> None:
+    fits = analysis.fit(analysis.open_store(str(local_store)), verdict=True, gof_precision=0.1, channels=False).compute()
+    meanings = fits.verdict.attrs["flag_meanings"].split()
+    assert fits.verdict.dtype == np.int8 and set(np.unique(fits.verdict.values)) <= set(fits.verdict.attrs["flag_values"])
+    bounded = fits.verdict.sel(metric=["entropy", "gini", "hoyer", "participation_ratio"])
+    assert {meanings[int(code)] for code in bounded.values.ravel()} <= {"bounded_metric", "not_assessed"}
+    assert (fits.gof_n.where(fits.status == 0) > 0).all() and (fits.gof_n <= 25).all()  # 1 / (4 * 0.1^2)
+    with pytest.raises(InputError, match="needs the likelihood-ratio comparisons"):
+        analysis.fit(analysis.open_store(str(local_store)), verdict=True, compare=False)
+
+
+def test_channel_verdicts_only_when_asked(local_store: Path) -> None:
+    dataset = analysis.open_store(str(local_store))
+    metrics_only = analysis.fit(dataset, verdict=True, gof_precision=0.2, channel_verdict=False, cache=False).compute()
+    assert "verdict" in metrics_only and "channel_verdict" not in metrics_only
+    assert np.isnan(metrics_only.channel_gof_p).all() and (metrics_only.channel_gof_n == 0).all()
+    both = analysis.fit(dataset, verdict=True, gof_precision=0.2, cache=False).compute()
+    assert "channel_verdict" in both and (both.channel_gof_n.where(both.channel_status == 0) > 0).all()
