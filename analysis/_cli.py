@@ -1,12 +1,15 @@
 """What the analysis commands share: the store and cache arguments, opening the store.
 
-Flags follow the house convention: underscored spellings (``--storage_options``), with
-the hyphenated ones accepted as aliases (``--storage-options``, ``--storage-option``).
+Flags follow the house convention, the builders' too: underscored spellings (``--storage_options``),
+with the hyphenated ones accepted as aliases (``--storage-options``). The singular
+``--storage-option`` / ``--storage_option`` these commands once documented still work, with a
+deprecation note on standard error.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 import xarray as xr
@@ -37,9 +40,20 @@ def add_cache_arguments(parser: argparse.ArgumentParser) -> None:
                         help="same as --cache off")
 
 
+DEPRECATED = ("--storage-option", "--storage_option")
+
+
+def _note_deprecated(argv: list[str]) -> None:
+    used = sorted({item.split("=")[0] for item in argv if item.split("=")[0] in DEPRECATED})
+    for spelling in used:
+        print(f"note: {spelling} is deprecated; use --storage_options (the spelling every command shares), "
+              "same meaning", file=sys.stderr)
+
+
 def parse_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     """Parse, then type the storage options with the parser every entry point shares."""
     namespace = parser.parse_args(argv)
+    _note_deprecated(sys.argv[1:] if argv is None else argv)
     try:
         namespace.storage_options = parse_storage_options(namespace.storage_options)
     except InputError as error:

@@ -18,7 +18,7 @@ from analysis import _fits_cache
 from analysis._compare import ALTERNATIVES
 from analysis._fit_one import fit_power_law
 from analysis._ols import rank_ols
-from analysis._verdict import verdicts
+from analysis._verdict import bounded_series, verdicts
 from store import InputError
 
 FITS_GROUP = _fits_cache.FITS_GROUP
@@ -30,12 +30,15 @@ TRANSFORMS = {"abs": np.abs, "positive": lambda x: x, "negative": lambda x: -x}
 PREFIXES = {"value": "", "channel_value": "channel_"}  # fitted variable -> prefix of its result variables
 
 
-def _fit_series(values: np.ndarray, transform: str, discrete: bool | None, alpha_range: Any,
+def _fit_series(values: np.ndarray, bounded: bool, transform: str, discrete: bool | None, alpha_range: Any,
                 alternatives: tuple[str, ...], n_boot: int, gof_precision: float | None) -> np.ndarray:
-    """All numbers of one series, flat: SCALARS, then R and p per alternative."""
+    """All numbers of one series, flat: SCALARS, then R and p per alternative.
+
+    A bounded metric's verdict is settled without its goodness of fit: its bootstrap is skipped.
+    """
     prepared = TRANSFORMS[transform](np.asarray(values, dtype=np.float64))
     result = fit_power_law(prepared, discrete, alpha_range, alternatives or False, n_boot,
-                           gof_precision=gof_precision)
+                           gof_precision=None if bounded else gof_precision)
     ols = rank_ols(prepared)
     scalars = [result.alpha, result.xmin, result.sigma, result.ks_d, result.n_tail, result.n_excluded,
                ols.slope, ols.intercept, ols.r2, result.gof_p, result.gof_failed, result.gof_n,
@@ -45,12 +48,12 @@ def _fit_series(values: np.ndarray, transform: str, discrete: bool | None, alpha
     return np.asarray(scalars + tests, dtype=np.float64)
 
 
-def _fit_array(array: xr.DataArray, options: dict[str, Any]) -> xr.DataArray:
+def _fit_array(array: xr.DataArray, bounded: xr.DataArray, options: dict[str, Any]) -> xr.DataArray:
     size = len(SCALARS) + 2 * len(options["alternatives"])
     series_chunks = {dim: (-1 if dim == "token" else 1) for dim in array.dims}
     return xr.apply_ufunc(
-        _fit_series, array.chunk(series_chunks),
-        kwargs=options, input_core_dims=[["token"]], output_core_dims=[["field"]],
+        _fit_series, array.chunk(series_chunks), bounded,
+        kwargs=options, input_core_dims=[["token"], []], output_core_dims=[["field"]],
         vectorize=True, dask="parallelized", output_dtypes=[np.float64],
         dask_gufunc_kwargs={"output_sizes": {"field": size}},
     )
@@ -165,7 +168,8 @@ def _compute(dataset: xr.Dataset, fitted: dict[str, xr.DataArray | None], option
     variables: dict[str, xr.DataArray] = {}
     for name, array in fitted.items():
         if array is not None:
-            variables.update(_unpack(_fit_array(array, options[name]), alternatives, PREFIXES[name]))
+            bounded = bounded_series(dataset, PREFIXES[name])
+            variables.update(_unpack(_fit_array(array, bounded, options[name]), alternatives, PREFIXES[name]))
     result = xr.Dataset(variables, coords=_coords(dataset, alternatives))
     for name in (name for name, wanted in judged.items() if wanted):
         result[f"{PREFIXES[name]}verdict"] = verdicts(result, PREFIXES[name])

@@ -7,10 +7,11 @@ cut-off clearly favoured). The paper states the categories, not a procedure; thi
 this order, gives their column for all 24 rows of Table 6.2 from the paper's own p-values and
 likelihood ratios (tests/analysis/test_verdict.py):
 
-1. ``not assessed``: the fit failed, or no goodness-of-fit p-value was computed.
+1. ``not assessed``: the fit failed.
 2. ``bounded metric``: the metric has a maximum fixed by the hidden size d (entropy <= log d,
    gini and hoyer <= 1, participation_ratio and effective_channels <= d): its tail is the approach
-   to that ceiling, not a heavy tail, and its alpha is no result.
+   to that ceiling, not a heavy tail, and its alpha is no result (``fit`` skips its bootstrap).
+   Then ``not assessed`` again where no goodness-of-fit p-value was computed.
 3. ``too few tail points``: n_tail < 30. Below that the tests have almost no power (Clauset et al.
    discuss n of about 50 and under); 30 keeps every row of Table 6.2 assessed, the smallest tail
    there being religions' 39.
@@ -53,6 +54,7 @@ def rule(failed: ArrayLike, bounded: ArrayLike, n_tail: ArrayLike, cut_off_R: Ar
     rules = [  # first match wins
         (failed, "not assessed"),
         (bounded, "bounded metric"),
+        (np.isnan(gof_p), "not assessed"),
         (np.less(n_tail, MIN_TAIL), "too few tail points"),
         (np.less(cut_off_R, 0) & np.less_equal(cut_off_p, THRESHOLD), "with cut-off"),
         (np.less(gof_p, THRESHOLD), "none"),
@@ -67,7 +69,7 @@ def rule(failed: ArrayLike, bounded: ArrayLike, n_tail: ArrayLike, cut_off_R: Ar
 def verdict_of(fit: PowerLawFit, metric: str | None = None) -> str:
     """The verdict of one ``fit_power_law`` result (with comparisons and a goodness-of-fit p)."""
     comparisons = fit.comparisons
-    if fit.status != "ok" or np.isnan(fit.gof_p) or CUT_OFF not in comparisons:
+    if fit.status != "ok" or CUT_OFF not in comparisons:
         return "not assessed"
     likelier = all(c.R > 0 for name, c in comparisons.items() if name != CUT_OFF)
     cut_off = comparisons[CUT_OFF]
@@ -75,7 +77,8 @@ def verdict_of(fit: PowerLawFit, metric: str | None = None) -> str:
     return VERDICTS[int(code)]
 
 
-def _bounded(fits: xr.Dataset, prefix: str) -> xr.DataArray:
+def bounded_series(fits: xr.Dataset, prefix: str = "") -> xr.DataArray:
+    """True for the series of a bounded metric (over ``metric``; a 0-d False for channel series)."""
     if prefix or "metric" not in fits.coords:  # channel series are raw activations: not bounded
         return xr.DataArray(False)
     return xr.DataArray([str(name) in BOUNDED_METRICS for name in fits.metric.values], dims="metric",
@@ -86,9 +89,9 @@ def verdicts(fits: xr.Dataset, prefix: str = "") -> xr.DataArray:
     """int8 codes into ``VERDICTS`` for each series of ``fits`` (``prefix`` "channel_" for channels)."""
     R, p, gof = fits[f"{prefix}R"], fits[f"{prefix}p"], fits[f"{prefix}gof_p"]
     others = [name for name in R.alternative.values if name != CUT_OFF]
-    failed = (fits[f"{prefix}status"] != 0) | gof.isnull()
+    failed = fits[f"{prefix}status"] != 0
     likelier = (R.sel(alternative=others) > 0).all("alternative")
-    parts = xr.broadcast(failed, _bounded(fits, prefix), fits[f"{prefix}n_tail"], R.sel(alternative=CUT_OFF, drop=True),
+    parts = xr.broadcast(failed, bounded_series(fits, prefix), fits[f"{prefix}n_tail"], R.sel(alternative=CUT_OFF, drop=True),
                          p.sel(alternative=CUT_OFF, drop=True), gof, likelier)
     code = rule(*(part.data for part in parts))
     return xr.DataArray(code, dims=parts[0].dims, coords=parts[0].coords).astype(np.int8).assign_attrs(verdict_attrs())

@@ -52,7 +52,8 @@ def check_out_folder(out: Path) -> None:
 
 def _plot_all(dataset: xr.Dataset, options: argparse.Namespace) -> list[Path]:
     with tqdm(total=3, desc="plots", unit="step") as progress:
-        fits = fit(dataset, cache=options.cache).compute()  # python -m analysis.fit's defaults: one cache entry
+        # python -m analysis.fit's defaults (verdicts for the metric series): one cache entry for both commands
+        fits = fit(dataset, cache=options.cache, verdict=True, channel_verdict=False, progress=True).compute()
         progress.update()
         written = plots.all_static(dataset.load(), fits, options.out, options.format)
         progress.update()

@@ -60,6 +60,8 @@ if "verdict" in fits:
     meanings = fits.verdict.attrs["flag_meanings"].split()
     summary["verdicts"] = [meanings[int(code)] for code in fits.verdict.values.ravel()]
     summary["gof_n"] = [int(n) for n in fits.gof_n.values.ravel()]
+    summary["gof_p"] = [float(p) for p in fits.gof_p.values.ravel()]
+    summary["names"] = [f"{layer}/{metric}" for layer in fits.layer.values for metric in fits.metric.values]
 print(json.dumps(summary))
 """
 
@@ -127,6 +129,8 @@ def _verdicts(store: Path, precision: float) -> None:
     print(f"  verdicts: {counts}")
     print(f"  GoF replicates per series: median {np.median(replicates):.0f}, max {replicates.max()}, "
           f"total {replicates.sum():,}", flush=True)
+    for index in np.argsort(-replicates)[:3]:  # the long ones: p near 0.1 cannot stop early
+        print(f"    {result['names'][index]}: {replicates[index]} replicates, p = {result['gof_p'][index]:.3f}")
 
 
 def main() -> None:

@@ -51,3 +51,31 @@ def test_massive_activations_notebook_finds_smollm2s(smollm2_store: tuple[Path, 
     channel = int(massive.argmax_channel.iloc[0])
     assert "layer middle: 4 massive activations" in verdict and f"in channel {channel}" in verdict
     assert "100% on the first token of a row" in verdict
+
+
+def _readme_notebook_snippet() -> str:
+    readme = (NOTEBOOKS.parent / "README.md").read_text()
+    after = readme.split("Then, in a notebook:", 1)[1]
+    return after.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.parametrize("folder", ["", "notebooks"])
+def test_the_readme_snippet_runs_from_the_root_and_from_notebooks(folder: str, tmp_path: Path,
+                                                                  tiny_model: Callable[[str], Path]) -> None:
+    """The quick start's snippet, as written, in a copy of the layout: from the repository root and from
+    notebooks/ (a relative path there would miss the store)."""
+    import subprocess
+    import sys
+
+    from builders.collect import main
+
+    store = tmp_path / "stores" / "activations.zarr"
+    assert main(["--model.name", str(tiny_model("llama")), "--store", str(store), *TINY_ARGS]) == 0
+    (tmp_path / "catalog.yaml").write_text("stores:\n  smollm2-pydoc:\n    url: stores/activations.zarr\n")
+    (tmp_path / "notebooks").mkdir()
+    script = _readme_notebook_snippet() + "\nprint(dict(ds.sizes))\n"
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path / folder, capture_output=True, text=True,
+                          check=False, timeout=120, env={**__import__("os").environ,
+                                                         "ACTIVATION_CATALOG": str(tmp_path / "catalog.yaml")})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "'token'" in done.stdout

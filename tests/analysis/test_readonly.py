@@ -284,7 +284,7 @@ def test_s3_store_read_with_a_key_that_cannot_write(s3_read_only: dict[str, Any]
     admin_s3 = _client("s3", endpoint, s3_read_only["admin"])
     before = _bucket_listing(admin_s3)
     _check_reader(lambda: open_store(url, storage_options=options), reference, private_cache, monkeypatch)
-    flags = ["--storage_options", f"endpoint_url={endpoint}", "--storage-option", f"key={reader['key']}",
+    flags = ["--storage_options", f"endpoint_url={endpoint}", "--storage-options", f"key={reader['key']}",
              "--storage-options", f"secret={reader['secret']}", "--storage_options",
              "client_kwargs={region_name: us-east-1}"]
     _check_commands([url, *flags], tmp_path / "plots", capsys)
