@@ -24,7 +24,7 @@ from scipy import stats
 from analysis._powerlaw import PowerLawFit, clauset_fit
 
 _DRAWS_PER_REPLICATE = 10  # bounds the work when nearly every synthetic fit fails
-PLAUSIBLE = 0.1  # Clauset et al.: the power law is ruled out when p <= 0.1
+THRESHOLD = 0.1  # Clauset et al.: the power law is ruled out when p <= 0.1
 _CHECK_EVERY = 10
 _CONFIDENCE = 0.99  # of the interval that decides an early stop
 
@@ -56,7 +56,7 @@ def _decided(exceeding: int, replicates: int) -> bool:
     tail = (1 - _CONFIDENCE) / 2
     low = stats.beta.ppf(tail, exceeding, replicates - exceeding + 1) if exceeding else 0.0
     high = stats.beta.ppf(1 - tail, exceeding + 1, replicates - exceeding) if exceeding < replicates else 1.0
-    return bool(high < PLAUSIBLE or low > PLAUSIBLE)
+    return bool(high < THRESHOLD or low > THRESHOLD)
 
 
 def _replicates(values: np.ndarray, fit: PowerLawFit, most: int, seed: int, alpha_range: tuple[float, float] | None,

@@ -17,6 +17,21 @@ import xarray as xr
 from analysis._open import open_store
 from store import InputError, parse_storage_options
 
+DEPRECATED = ("--storage_option", "--storage-option")
+
+
+class _StorageOption(argparse._AppendAction):
+    """Appends like ``action="append"``; the deprecated singular spellings also print a note, once each."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        noted: set[str] = self.__dict__.setdefault("noted", set())  # per parser: once per spelling and command
+        if option_string in DEPRECATED and option_string not in noted:
+            print(f"note: {option_string} is deprecated; use --storage_options (the spelling every command "
+                  "shares), same meaning", file=sys.stderr)
+            noted.add(option_string)
+        super().__call__(parser, namespace, values, option_string)
+
 
 def flag(*words: str) -> list[str]:
     """``--alpha_range`` and its alias ``--alpha-range`` for the words ``alpha``, ``range``."""
@@ -25,8 +40,8 @@ def flag(*words: str) -> list[str]:
 
 def add_store_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("store", help="a catalog.yaml name, a local store path or an s3:// URL")
-    parser.add_argument(*flag("storage", "options"), "--storage_option", "--storage-option", dest="storage_options",
-                        action="append", default=[], metavar="KEY=VALUE",
+    parser.add_argument(*flag("storage", "options"), *DEPRECATED, dest="storage_options", action=_StorageOption,
+                        default=[], metavar="KEY=VALUE",
                         help="fsspec option for the store, repeatable; values are YAML scalars "
                              "(anon=false is a boolean), e.g. endpoint_url=http://127.0.0.1:9000")
 
@@ -40,20 +55,9 @@ def add_cache_arguments(parser: argparse.ArgumentParser) -> None:
                         help="same as --cache off")
 
 
-DEPRECATED = ("--storage-option", "--storage_option")
-
-
-def _note_deprecated(argv: list[str]) -> None:
-    used = sorted({item.split("=")[0] for item in argv if item.split("=")[0] in DEPRECATED})
-    for spelling in used:
-        print(f"note: {spelling} is deprecated; use --storage_options (the spelling every command shares), "
-              "same meaning", file=sys.stderr)
-
-
 def parse_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     """Parse, then type the storage options with the parser every entry point shares."""
     namespace = parser.parse_args(argv)
-    _note_deprecated(sys.argv[1:] if argv is None else argv)
     try:
         namespace.storage_options = parse_storage_options(namespace.storage_options)
     except InputError as error:

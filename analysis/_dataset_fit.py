@@ -117,12 +117,12 @@ def fit(
     alternatives = ALTERNATIVES if compare else ()
     common = {"transform": transform, "alpha_range": tuple(alpha_range) if alpha_range else None,
               "alternatives": alternatives, "n_boot": n_boot}
-    judged = {"value": verdict, "channel_value": verdict if channel_verdict is None else channel_verdict}
+    asked = {"value": verdict, "channel_value": verdict if channel_verdict is None else channel_verdict}
     fitted = _fitted_arrays(dataset, channels)
-    options = {name: {**common, "discrete": _discrete(array, discrete),  # per variable: its dtype decides
-                      "gof_precision": float(gof_precision) if judged[name] and not n_boot else None}
-               for name, array in fitted.items() if array is not None}
-    judged = {name: judged[name] for name in options}
+    judged = {name: asked[name] for name, array in fitted.items() if array is not None}
+    options = {name: {**common, "discrete": _discrete(fitted[name], discrete),  # per variable: its dtype decides
+                      "gof_precision": float(gof_precision) if wanted and not n_boot else None}
+               for name, wanted in judged.items()}
     every_option = {"channels": channels, "fits": options, "verdict": judged}
     key = _fits_cache.fits_key(dataset, fitted, every_option) if mode != "off" else None
     if mode == "store":

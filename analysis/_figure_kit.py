@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
+from analysis._verdict import flag_labels
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -37,15 +39,6 @@ def log_spaced_indices(n: int, max_points: int = MAX_POINTS) -> np.ndarray:
 def _positive_sorted(values: np.ndarray) -> np.ndarray:
     flat = np.abs(np.asarray(values, dtype=np.float64).ravel())
     return np.sort(flat[np.isfinite(flat) & (flat > 0)])[::-1]
-
-
-def flag_labels(flags: xr.DataArray) -> dict[int, str]:
-    """Code -> meaning of a CF flag variable (``flag_values`` and space-separated ``flag_meanings``)."""
-    codes = np.atleast_1d(flags.attrs.get("flag_values", [])).astype(int).tolist()
-    meanings = str(flags.attrs.get("flag_meanings", "")).split()
-    if len(codes) != len(meanings):
-        raise ValueError(f"{flags.name}: {len(codes)} flag_values but {len(meanings)} flag_meanings")
-    return dict(zip(codes, meanings))
 
 
 def _readable(meaning: str) -> str:

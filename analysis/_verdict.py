@@ -30,6 +30,7 @@ import numpy as np
 import xarray as xr
 from numpy.typing import ArrayLike
 
+from analysis._bootstrap import THRESHOLD
 from analysis._powerlaw import PowerLawFit
 
 VERDICTS = ("not assessed", "good", "moderate", "with cut-off", "none", "too few tail points", "bounded metric")
@@ -38,8 +39,16 @@ CODES = {name: code for code, name in enumerate(VERDICTS)}
 BOUNDED_METRICS = {"entropy": "<= log d", "gini": "<= 1", "hoyer": "<= 1", "participation_ratio": "<= d",
                    "effective_channels": "<= d"}
 MIN_TAIL = 30
-THRESHOLD = 0.1
 CUT_OFF = "truncated_power_law"
+
+
+def flag_labels(flags: xr.DataArray) -> dict[int, str]:
+    """Code -> meaning of a CF flag variable (``flag_values`` and space-separated ``flag_meanings``)."""
+    codes = np.atleast_1d(flags.attrs.get("flag_values", [])).astype(int).tolist()
+    meanings = str(flags.attrs.get("flag_meanings", "")).split()
+    if len(codes) != len(meanings):
+        raise ValueError(f"{flags.name}: {len(codes)} flag_values but {len(meanings)} flag_meanings")
+    return dict(zip(codes, meanings))
 
 
 def verdict_attrs() -> dict[str, object]:

@@ -26,7 +26,7 @@ from analysis._cli import (
 )
 from analysis._dataset_fit import fit as fit_dataset
 from analysis._fits_cache import HIT_KEY, WHERE_KEY
-from analysis._verdict import BOUNDED_METRICS, CUT_OFF, MIN_TAIL, THRESHOLD
+from analysis._verdict import BOUNDED_METRICS, CUT_OFF, MIN_TAIL, THRESHOLD, flag_labels
 from store import InputError, OneLineParser
 
 STATUS_WORDS = {0: "ok", 1: "constant", 2: "<3 distinct", 3: "no valid xmin"}
@@ -37,11 +37,11 @@ LEGEND = ("alpha ± sigma: exponent of the power-law tail x >= xmin (n_tail valu
           "stretched exponential (R > 0 favours the power law; p <= 0.1 makes the sign significant); slope: "
           "log-log rank-frequency OLS; verdict: support for the power law in Clauset et al. (2009) Table 6.2's "
           "terms (docs/analysis.md); status: ok, or why the fit failed.")
-PLAUSIBLE = ("good", "moderate", "with cut-off")
+POWER_LAW_LIKE = ("good", "moderate", "with cut-off")
 
 
 def _words(codes: xr.DataArray) -> np.ndarray:
-    meanings = dict(zip(codes.attrs["flag_values"], codes.attrs["flag_meanings"].split(), strict=True))
+    meanings = flag_labels(codes)
     return np.vectorize(lambda code: meanings[int(code)].replace("_", " "), otypes=[object])(codes.values)
 
 
@@ -114,7 +114,7 @@ def channel_summary(fits: xr.Dataset, top: int = 5) -> str:
 
 def _plausible(cell: xr.Dataset) -> int:
     if "channel_verdict" in cell:
-        return int(np.isin(_words(cell.channel_verdict), PLAUSIBLE).sum())
+        return int(np.isin(_words(cell.channel_verdict), POWER_LAW_LIKE).sum())
     fitted = cell.channel_status == 0
     if "channel_R" not in cell:
         return int(fitted.sum())
