@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import mpmath
@@ -15,7 +15,6 @@ from scipy import optimize
 from analysis import fit_power_law, rank_ols
 from analysis._compare import fit_alternative
 from analysis._powerlaw import (
-    PowerLawFit,
     SortedSample,
     _compiled_bounds,
     _continuous_alpha,
@@ -23,6 +22,7 @@ from analysis._powerlaw import (
     _discrete_alpha,
     clauset_fit,
     clean,
+    ks_at_least,
 )
 from analysis._xmin_scan import ks_distances, scan
 
@@ -120,6 +120,36 @@ def test_pruned_scan_equals_brute_force(make, seed: int) -> None:  # noqa: ANN00
     assert scan(sample, cdf, np.ones(every.size, bool)) == expected  # numpy bounds
     index, distance = scan(sample, cdf, np.ones(every.size, bool), _compiled_bounds(sample, alpha))
     assert index == expected[0] and distance == pytest.approx(expected[1], rel=1e-12)  # compiled bounds
+    for guess in (0, expected[0], every.size // 2, every.size - 1):  # a guess changes the speed, not the answer
+        index, distance = scan(sample, cdf, np.ones(every.size, bool), _compiled_bounds(sample, alpha), guess)
+        assert index == expected[0] and distance == pytest.approx(expected[1], rel=1e-12)
+
+
+def _discrete_pareto(seed: int) -> np.ndarray:
+    return np.floor(np.random.default_rng(seed).pareto(1.2, 1500) + 1)
+
+
+@pytest.mark.parametrize("make", [_mixture, _pure_pareto, _discrete_pareto])
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("alpha_range", [None, (0, 3)])
+def test_ks_at_least_answers_as_the_full_fit_does(make: Callable[[int], np.ndarray], seed: int,
+                                                  alpha_range: tuple[float, float] | None) -> None:
+    # the bootstrap's question around the fitted distance itself (the hardest thresholds), good and bad guesses
+    values = make(seed)
+    discrete = make is _discrete_pareto
+    fit = clauset_fit(values, discrete, alpha_range)
+    thresholds = (0.0, fit.ks_d / 2, np.nextafter(fit.ks_d, 0), fit.ks_d, np.nextafter(fit.ks_d, 1), fit.ks_d * 2, 1.0)
+    for threshold in thresholds:
+        for guess in (None, fit.xmin, values.min(), np.median(values)):
+            expected = bool(fit.ks_d >= threshold)
+            assert ks_at_least(values, threshold, discrete, alpha_range, guess) is expected
+
+
+def test_ks_at_least_is_none_where_the_fit_fails() -> None:
+    assert ks_at_least(np.full(50, 3.0), 0.1, False) is None  # constant
+    steep = (1 - np.random.default_rng(0).random(200)) ** (-1 / 9.0)  # alpha 10: none inside (0, 3)
+    assert clauset_fit(steep, False, (0, 3)).status != "ok"
+    assert ks_at_least(steep, 0.1, False, (0, 3)) is None
 
 
 def test_live_powerlaw_agrees_on_fresh_samples() -> None:
@@ -335,11 +365,6 @@ def test_reference_count_data_is_detected_as_discrete(name: str) -> None:
     assert clauset_fit(_load(name)).discrete is expected
 
 
-def _failed_fit(values: np.ndarray) -> PowerLawFit:
-    nan = float("nan")
-    return PowerLawFit(nan, nan, nan, nan, 0, values.size, 0, False, "no candidate xmin gives a valid alpha")
-
-
 def test_bootstrap_p_counts_only_successful_replicates(monkeypatch: pytest.MonkeyPatch) -> None:
     # every other synthetic fit fails (19 between 20 successes); every success exceeds the observed distance:
     # p is 1, not the 1/2 that counting failures as "not exceeding" gave
@@ -347,11 +372,10 @@ def test_bootstrap_p_counts_only_successful_replicates(monkeypatch: pytest.Monke
 
     calls = itertools.count()
 
-    def flaky(values: np.ndarray, discrete: bool | None = None, alpha_range: object = None) -> PowerLawFit:
-        fit = clauset_fit(values, discrete, alpha_range)
-        return _failed_fit(values) if next(calls) % 2 else dataclasses.replace(fit, ks_d=np.inf)
+    def flaky(values: np.ndarray, threshold: float, *_: object) -> bool | None:
+        return None if next(calls) % 2 else True
 
-    monkeypatch.setattr(bootstrap, "clauset_fit", flaky)
+    monkeypatch.setattr(bootstrap, "ks_at_least", flaky)
     fit = fit_power_law(np.random.default_rng(0).pareto(1.5, 500) + 1, n_boot=20)
     assert fit.gof_p == 1.0 and fit.gof_failed == 19
 
@@ -359,10 +383,10 @@ def test_bootstrap_p_counts_only_successful_replicates(monkeypatch: pytest.Monke
 def test_bootstrap_p_is_nan_when_every_replicate_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     import analysis._bootstrap as bootstrap
 
-    def always_fails(values: np.ndarray, **_: object) -> PowerLawFit:
-        return _failed_fit(values)
+    def always_fails(values: np.ndarray, *_: object) -> bool | None:
+        return None
 
-    monkeypatch.setattr(bootstrap, "clauset_fit", always_fails)
+    monkeypatch.setattr(bootstrap, "ks_at_least", always_fails)
     fit = fit_power_law(np.random.default_rng(0).pareto(1.5, 500) + 1, n_boot=20)
     assert fit.status == "ok" and np.isnan(fit.gof_p) and fit.gof_failed >= 20
 
