@@ -4,7 +4,6 @@ overlays, alpha / slope / channel heatmaps, the verdict dashboard, and ``all_sta
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -13,19 +12,18 @@ import xarray as xr
 from analysis._figure_kit import (
     MISSING_COLOUR,
     TICK_FONT_SIZE,
+    Curve,
     _decades,
     _heatmap,
     _heatmap_size,
-    _positive_sorted,
     _pyplot,
     _readable,
     _set_ticks,
     _tick_labels,
     flag_labels,
-    log_spaced_indices,
-    save,
 )
 from analysis._fit_one import fit_power_law
+from analysis._ols import RankFit
 from analysis._powerlaw import PowerLawFit
 
 if TYPE_CHECKING:
@@ -53,18 +51,22 @@ def series_title(model: str, layer: str, metric: str) -> str:
     return f"{model} · {layer} · {metric}"
 
 
-def table_fit(fits: xr.Dataset, model: str, layer: str, metric: str, n: int) -> PowerLawFit | None:
-    """The fit ``fits`` holds for one series of ``n`` positive values, or None when the table fitted
-    something else than |value| (``transform`` positive or negative): then the figure refits what it draws."""
-    options = json.loads(fits.attrs.get("fit_options", "{}")).get("value", {})
+def table_fit(fits: xr.Dataset, model: str, layer: str, metric: str | None, n: int, *,
+              channel: int | None = None) -> PowerLawFit | None:
+    """The fit ``fits`` holds for one series of ``n`` positive values (a metric's, or with ``channel`` the
+    k-th sampled channel's), or None when the table fitted something else than |value| (``transform``
+    positive or negative): then the figure refits what it draws."""
+    variable, prefix = ("value", "") if channel is None else ("channel_value", "channel_")
+    options = json.loads(fits.attrs.get("fit_options", "{}")).get(variable, {})
     if options.get("transform", "abs") != "abs":
         return None
-    row = fits.sel(model=model, layer=layer, metric=metric)
-    code = int(row["status"])
-    tail = int(row["n_tail"]) if code == 0 else 0  # a failed fit leaves n_tail NaN
-    return PowerLawFit(*(float(row[name]) for name in ("alpha", "xmin", "sigma", "ks_d")), n_tail=tail, n=n,
-                       n_excluded=int(row["n_excluded"]), discrete=bool(options.get("discrete", False)),
-                       status="ok" if code == 0 else flag_labels(fits["status"]).get(code, "failed"))
+    row = fits.sel(model=model, layer=layer)
+    row = row.sel(metric=metric) if channel is None else row.isel(channel=channel)
+    code = int(row[f"{prefix}status"])
+    tail = int(row[f"{prefix}n_tail"]) if code == 0 else 0  # a failed fit leaves n_tail NaN
+    return PowerLawFit(*(float(row[f"{prefix}{name}"]) for name in ("alpha", "xmin", "sigma", "ks_d")), n_tail=tail,
+                       n=n, n_excluded=int(row[f"{prefix}n_excluded"]), discrete=bool(options.get("discrete", False)),
+                       status="ok" if code == 0 else flag_labels(fits[f"{prefix}status"]).get(code, "failed"))
 
 
 def _new_axes(ax: Any) -> Any:
@@ -87,45 +89,56 @@ def _finish(ax: Any, owned: bool) -> Figure:
     return ax.figure
 
 
-def rank_frequency(values: np.ndarray, fit: PowerLawFit | None = None, ax: Any = None, label: str = "", *,
-                   title: str = "rank-frequency") -> Figure:
-    """|value| against rank on log-log axes, with the fitted power law over its tail; titled ``title``
-    (e.g. ``series_title(...)``) over the law's parameters."""
+def _curve_and_fit(values: np.ndarray | Curve, fit: PowerLawFit | None) -> tuple[Curve, PowerLawFit]:
+    """The points to draw and the law: ``fit`` when given, else fitted on every value (not the drawn ones)."""
+    if isinstance(values, Curve):
+        if fit is None:
+            raise ValueError("a Curve holds only the drawn points: pass the series' fit with it")
+        return values, fit
+    return Curve.of(values), fit or fit_power_law(np.asarray(values))
+
+
+def rank_frequency(values: np.ndarray | Curve, fit: PowerLawFit | None = None, ax: Any = None, label: str = "", *,
+                   title: str = "rank-frequency", ols: RankFit | None = None) -> Figure:
+    """|value| against rank on log-log axes, with the fitted power law over its tail and, given ``ols``,
+    the log-log least-squares line over every rank; titled ``title`` (e.g. ``series_title(...)``) over
+    the law's parameters."""
     owned, ax = ax is None, _new_axes(ax)
-    descending = _positive_sorted(values)
-    keep = log_spaced_indices(descending.size)
-    ax.loglog(keep + 1, descending[keep], ".", markersize=3, label=label or "data")
-    fit = fit or fit_power_law(descending)
+    curve, fit = _curve_and_fit(values, fit)
+    ax.loglog(curve.rank, curve.values, ".", markersize=3, label=label or "data")
     if fit.status == "ok":
         rank = np.geomspace(1, fit.n_tail, 100)
         ax.loglog(rank, fit.xmin * (rank / fit.n_tail) ** (-1 / (fit.alpha - 1)), "r-",
                   label=rf"power law, $\alpha$ = {fit.alpha:.2f}")
-    ax.set(xlabel="rank", ylabel="|value|", xlim=(0.7, 10.0 ** np.ceil(np.log10(max(descending.size, 10)))),
-           ylim=_decades(descending))
+    if ols is not None and np.isfinite(ols.slope):
+        rank = np.geomspace(1, max(curve.n, 1), 100)
+        ax.loglog(rank, np.exp(ols.intercept) * rank**ols.slope, "--", color="0.35",
+                  label=f"log-log OLS: slope {ols.slope:.3f}, $R^2$ = {ols.r2:.3f}")
+    ax.set(xlabel="rank", ylabel="|value|", xlim=(0.7, 10.0 ** np.ceil(np.log10(max(curve.n, 10)))),
+           ylim=_decades(curve.values))
     ax.set_title(f"{title}\n{law_summary(fit)}", fontsize=10)
     _decade_ticks(ax)
     ax.legend(fontsize=8, loc="lower left")
     return _finish(ax, owned)
 
 
-def ccdf(values: np.ndarray, fit: PowerLawFit | None = None, ax: Any = None, label: str = "",
-         annotate: bool = True, *, title: str = "CCDF", color: Any = None) -> Figure:
+def ccdf(values: np.ndarray | Curve, fit: PowerLawFit | None = None, ax: Any = None, label: str = "",
+         annotate: bool = True, *, title: str = "CCDF", color: Any = None, details: str = "") -> Figure:
     """Empirical P(X >= x) (y from the smallest plotted probability to 1) with the fitted tail,
-    titled ``title`` over the law's parameters; points and line in ``color`` when given."""
+    titled ``title`` over the law's parameters; points and line in ``color`` when given. ``annotate``
+    writes the fit's numbers in the corner, followed by ``details`` (e.g. ``fit_details(...)``)."""
     owned, ax = ax is None, _new_axes(ax)
-    descending = _positive_sorted(values)
-    keep = log_spaced_indices(descending.size)
-    probability = (keep + 1) / descending.size
-    ax.loglog(descending[keep], probability, ".", markersize=3, label=label or "data", color=color)
-    fit = fit or fit_power_law(descending)
+    curve, fit = _curve_and_fit(values, fit)
+    ax.loglog(curve.values, curve.rank / max(curve.n, 1), ".", markersize=3, label=label or "data", color=color)
     if fit.status == "ok":
-        x = np.geomspace(fit.xmin, descending[0], 100)
-        tail = fit.n_tail / descending.size * (x / fit.xmin) ** (1 - fit.alpha)
+        x = np.geomspace(fit.xmin, curve.values[0], 100)
+        tail = fit.n_tail / curve.n * (x / fit.xmin) ** (1 - fit.alpha)
         ax.loglog(x, tail, "-", color="red" if color is None else color)
-        if annotate:
-            ax.text(0.03, 0.03, _fit_label(fit), transform=ax.transAxes, fontsize=8, va="bottom",
-                    bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
-    _ccdf_limits(ax, descending, descending.size)
+    if annotate and (fit.status == "ok" or details):
+        text = "\n".join(part for part in (_fit_label(fit) if fit.status == "ok" else "", details) if part)
+        ax.text(0.03, 0.03, text, transform=ax.transAxes, fontsize=7, va="bottom",
+                bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
+    _ccdf_limits(ax, curve.values, curve.n)
     ax.set(xlabel="|value|", ylabel="P(X >= x)")
     ax.set_title(f"{title}\n{law_summary(fit)}", fontsize=10)
     _decade_ticks(ax)
@@ -142,20 +155,28 @@ def layer_overlay(dataset: xr.Dataset, metric: str, model: str | None = None,
                   fits: xr.Dataset | None = None) -> Figure:
     """CCDFs of one metric at every layer of one model on shared axes, one colour per layer (its points
     and its fitted line), a legend of the layers; fitted laws from ``fits`` when given."""
+    model = model or str(dataset.model.values[0])
+    curves, laws = {}, {}
+    for layer in (str(layer) for layer in dataset.layer.values):
+        series = dataset["value"].sel(model=model, layer=layer, metric=metric).values
+        curves[layer] = Curve.of(series)
+        table = table_fit(fits, model, layer, metric, curves[layer].n) if fits is not None else None
+        laws[layer] = table or fit_power_law(series)
+    return overlay(curves, laws, f"{model} · {metric} by layer")
+
+
+def overlay(curves: dict[str, Curve], laws: dict[str, PowerLawFit], title: str) -> Figure:
+    """The CCDF of each labelled curve with its law on shared axes, one viridis colour per label."""
     plt = _pyplot()
     figure, ax = plt.subplots(figsize=(7, 4.5))
-    model = model or str(dataset.model.values[0])
-    layers = [str(layer) for layer in dataset.layer.values]
-    colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, len(layers)))  # viridis' last tenth fades on white
-    every: list[np.ndarray] = []
-    for layer, colour in zip(layers, colours):
-        every.append(_positive_sorted(dataset["value"].sel(model=model, layer=layer, metric=metric).values))
-        fit = table_fit(fits, model, layer, metric, every[-1].size) if fits is not None else None
-        ccdf(every[-1], fit, ax=ax, label=layer, annotate=False, color=colour)
-    _ccdf_limits(ax, np.concatenate(every), max(max(values.size for values in every), 1))
-    ax.set_title(f"{model} · {metric} by layer", fontsize=10)
+    colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, len(curves)))  # viridis' last tenth fades on white
+    for (label, curve), colour in zip(curves.items(), colours):
+        ccdf(curve, laws[label], ax=ax, label=label, annotate=False, color=colour)
+    every = np.concatenate([curve.values for curve in curves.values()])
+    _ccdf_limits(ax, every, max(max(curve.n for curve in curves.values()), 1))
+    ax.set_title(title, fontsize=10)
     ax.legend(title="layer", fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0),
-              ncols=int(np.ceil(len(layers) / 16)), markerscale=3)
+              ncols=int(np.ceil(len(curves) / 16)), markerscale=3)
     figure.tight_layout()
     return figure
 
@@ -272,30 +293,3 @@ def verdict_dashboard(fits: xr.Dataset, model: str | None = None) -> Figure:
     figure.suptitle(f"power-law verdict ({model})", fontsize=11)
     _verdict_legend(figure, codes, panels)
     return figure
-
-
-def all_static(dataset: xr.Dataset, fits: xr.Dataset, out: Path, fmt: str = "png") -> list[Path]:
-    """Every plot type for every model (curves for the last layer x first metric cell too); the
-    verdict dashboard when ``fits`` has verdicts."""
-    written: list[Path] = []
-    for model in (str(m) for m in dataset.model.values):
-        written += _curves(dataset, fits, model, out, fmt)
-        for name in (str(m) for m in dataset.metric.values):
-            written += save(layer_overlay(dataset, name, model, fits), out / f"{model}_layers_{name}", fmt)
-        written += save(alpha_dashboard(fits, model), out / f"{model}_alpha_dashboard", fmt)
-        written += save(slope_dashboard(fits, model), out / f"{model}_slope_dashboard", fmt)
-        if "channel_slope" in fits:
-            written += save(channel_heatmap(fits, model), out / f"{model}_channel_heatmap", fmt)
-        if "verdict" in fits:
-            written += save(verdict_dashboard(fits, model), out / f"{model}_verdict_dashboard", fmt)
-    return written
-
-
-def _curves(dataset: xr.Dataset, fits: xr.Dataset, model: str, out: Path, fmt: str) -> list[Path]:
-    """Rank-frequency and CCDF of one series, titled with it and the table's fit."""
-    layer, metric = str(dataset.layer.values[-1]), str(dataset.metric.values[0])
-    series = dataset["value"].sel(model=model, layer=layer, metric=metric).values
-    fit = table_fit(fits, model, layer, metric, _positive_sorted(series).size)
-    title = series_title(model, layer, metric)
-    return (save(rank_frequency(series, fit, title=title), out / f"{model}_rank_frequency", fmt)
-            + save(ccdf(series, fit, title=title), out / f"{model}_ccdf", fmt))

@@ -1,4 +1,10 @@
-"""``python -m analysis.plot STORE_OR_NAME --format png --out DIR``: every diagnostic plot of a store."""
+"""``python -m analysis.plot STORE_OR_NAME --format png --out DIR``: every diagnostic plot of a store.
+
+Per (model, layer, metric) a fitted rank-frequency and an annotated CCDF, per metric the layers
+overlaid, the alpha / slope / channel / verdict dashboards and the HTML dashboard, laid out as
+ZipfActivation's ``plots/`` (``rank_frequency/``, ``ccdf/``, ``multi_layer/``); ``--channels`` adds
+both curves per sampled channel. Fits come from ``analysis.fit`` with its defaults (and its cache).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,6 @@ import sys
 from pathlib import Path
 
 import xarray as xr
-from tqdm.auto import tqdm
 
 from analysis import plots
 from analysis._cli import (
@@ -28,6 +33,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("plots"), help="output folder")
     parser.add_argument(*flag("no", "html"), dest="no_html", action="store_true",
                         help="skip the interactive HTML dashboard")
+    parser.add_argument("--channels", action="store_true",
+                        help="also a rank-frequency and a CCDF per (layer, sampled channel), under channels/")
+    parser.add_argument("--workers", type=_workers, default=0,
+                        help="processes drawing the figures (default 0: one per CPU core)")
     add_cache_arguments(parser)
     return parse_arguments(parser, argv)
 
@@ -50,16 +59,23 @@ def check_out_folder(out: Path) -> None:
     check_output_path(str(out), "--out", folder=True)
 
 
+def _workers(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (one per core) or a number of processes, got {text!r}")
+    return count
+
+
 def _plot_all(dataset: xr.Dataset, options: argparse.Namespace) -> list[Path]:
-    with tqdm(total=3, desc="plots", unit="step") as progress:
-        # python -m analysis.fit's defaults (verdicts for the metric series): one cache entry for both commands
-        fits = fit(dataset, cache=options.cache, verdict=True, channel_verdict=False, progress=True).compute()
-        progress.update()
-        written = plots.all_static(dataset.load(), fits, options.out, options.format)
-        progress.update()
-        if not options.no_html:
-            written.append(plots.html_dashboard(dataset, fits, options.out / "dashboard.html"))
-        progress.update()
+    # python -m analysis.fit's defaults (verdicts for the metric series): one cache entry for both commands
+    fits = fit(dataset, cache=options.cache, verdict=True, channel_verdict=False, progress=True).compute()
+    written = plots.all_static(dataset.load(), fits, options.out, options.format, channels=options.channels,
+                               workers=options.workers or None, progress=True)
+    if not options.no_html:
+        written.append(plots.html_dashboard(dataset, fits, options.out / "dashboard.html"))
     return written
 
 

@@ -28,7 +28,9 @@ Where each family lives (this module only re-exports them):
 
 * ``analysis/_figure_kit.py``: what they share: lazy pyplot, ``log_spaced_indices``, ``flag_labels``,
   the heatmap and its ticks and notes, ``save``, ``FORMATS`` and the tick / colour constants;
-* ``analysis/_fit_figures.py``: the power-law figures above and ``all_static``;
+* ``analysis/_fit_figures.py``: the power-law figures above;
+* ``analysis/_series_plots.py``: ``all_static``, every figure of a store's fits in ZipfActivation's
+  ``rank_frequency/``, ``ccdf/``, ``multi_layer/`` layout, drawn in a pool of processes;
 * ``analysis/_vector_figures.py``: document vectors (``similarity_heatmap``, ``long_vector_diagnostics``);
 * ``analysis/_superweight_figures.py``: the super weight tables and the comparison across models;
 * ``analysis/_card_figures.py``: the vocabulary cards of ``analysis.vocab``;
@@ -43,25 +45,27 @@ from analysis._figure_kit import (
     MAX_TICK_LABELS,
     MISSING_COLOUR,
     TICK_FONT_SIZE,
+    Curve,
     flag_labels,
     log_spaced_indices,
     save,
 )
 from analysis._fit_figures import (
     VERDICT_COLOURS,
-    all_static,
     alpha_dashboard,
     ccdf,
     channel_heatmap,
     channel_labels,
     law_summary,
     layer_overlay,
+    overlay,
     rank_frequency,
     series_title,
     slope_dashboard,
     table_fit,
     verdict_dashboard,
 )
+from analysis._series_plots import FigureJob, all_static, fit_details, render
 from analysis._superweight_figures import (
     ablation_impact,
     combined_effects,
@@ -80,6 +84,8 @@ __all__ = [
     "MISSING_COLOUR",
     "TICK_FONT_SIZE",
     "VERDICT_COLOURS",
+    "Curve",
+    "FigureJob",
     "ablation_impact",
     "all_static",
     "alpha_dashboard",
@@ -88,6 +94,7 @@ __all__ = [
     "channel_labels",
     "combined_effects",
     "detection_iterations",
+    "fit_details",
     "flag_labels",
     "html_dashboard",
     "interactive_ccdf",
@@ -99,7 +106,9 @@ __all__ = [
     "long_vector_diagnostics",
     "model_comparison",
     "neuron_effects",
+    "overlay",
     "rank_frequency",
+    "render",
     "router_analysis",
     "save",
     "series_title",

@@ -76,16 +76,87 @@ def test_log_spaced_indices_keep_ends() -> None:
     assert np.all(np.diff(indices) > 0)
 
 
+def expected_layout(dataset: xr.Dataset, fits: xr.Dataset) -> set[str]:
+    """ZipfActivation's plots/ layout, one sub-folder per model: a rank-frequency and a CCDF per (layer,
+    metric), one overlay per metric, the dashboards at the top."""
+    expected = set()
+    for model in (str(m) for m in dataset.model.values):
+        for layer in (str(x) for x in dataset.layer.values):
+            for metric in (str(m) for m in dataset.metric.values):
+                expected |= {f"rank_frequency/{model}/{layer}_{metric}", f"ccdf/{model}/{layer}_{metric}"}
+        expected |= {f"multi_layer/{model}/{metric}" for metric in (str(m) for m in dataset.metric.values)}
+        kinds = ["alpha_dashboard", "slope_dashboard", "channel_heatmap", "verdict_dashboard"]
+        expected |= {f"{model}_{kind}" for kind in kinds if kind != "verdict_dashboard" or "verdict" in fits}
+    return expected
+
+
+def written_stems(written: list[Path], out: Path) -> set[str]:
+    return {path.relative_to(out).with_suffix("").as_posix() for path in written}
+
+
 @pytest.mark.parametrize("fmt", ["png", "pdf", "both"])
 def test_every_static_plot_is_written(store_and_fits, tmp_path: Path, fmt: str) -> None:
     _, dataset, fits = store_and_fits
-    written = plots.all_static(dataset, fits, tmp_path, fmt)
-    kinds = {"rank_frequency", "ccdf", "layers_rms", "alpha_dashboard", "slope_dashboard", "channel_heatmap",
-             "verdict_dashboard"}
-    assert kinds <= {p.stem.split("_", 1)[1] for p in written}
+    written = plots.all_static(dataset, fits, tmp_path, fmt, workers=1)
+    assert written_stems(written, tmp_path) == expected_layout(dataset, fits)
     suffixes = {"png": {".png"}, "pdf": {".pdf"}, "both": {".png", ".pdf"}}[fmt]
     assert {p.suffix for p in written} == suffixes
+    assert len(written) == len(expected_layout(dataset, fits)) * len(suffixes)
     assert all(p.stat().st_size > 5_000 for p in written)
+
+
+def test_figures_drawn_in_two_processes_are_the_same_files(store_and_fits, tmp_path: Path) -> None:
+    """The pool changes where figures are drawn, not what: same paths, in the same order, same sizes
+    to within rendering noise (png metadata only)."""
+    _, dataset, fits = store_and_fits
+    serial = plots.all_static(dataset, fits, tmp_path / "one", workers=1)
+    parallel = plots.all_static(dataset, fits, tmp_path / "two", workers=2)
+    assert [p.relative_to(tmp_path / "one") for p in serial] == [p.relative_to(tmp_path / "two") for p in parallel]
+    assert [p.read_bytes() for p in serial] == [p.read_bytes() for p in parallel]
+
+
+def test_channel_curves_on_request_named_by_hidden_channel_index(store_and_fits, tmp_path: Path) -> None:
+    _, dataset, fits = store_and_fits
+    written = written_stems(plots.all_static(dataset, fits, tmp_path, channels=True, workers=1), tmp_path)
+    model = str(dataset.model.values[0])
+    for layer in (str(x) for x in dataset.layer.values):
+        for index in fits["channel_index"].sel(model=model, layer=layer).values:
+            assert {f"channels/rank_frequency/{model}/{layer}_channel_{index}",
+                    f"channels/ccdf/{model}/{layer}_channel_{index}"} <= written
+    assert len(written) == len(expected_layout(dataset, fits)) + 2 * fits["channel_alpha"].size
+
+
+def test_ccdf_annotated_with_every_number_of_the_fit(store_and_fits) -> None:
+    """The CCDF carries alpha, sigma, xmin, KS, GoF p, each likelihood-ratio test, the log-log slope and R²
+    and the verdict, as the table holds them; the rank-frequency draws the law and the OLS line."""
+    _, dataset, _ = store_and_fits
+    fits = analysis.fit(dataset.isel(layer=[-1]), verdict=True, gof_precision=0.1, cache=False).compute()
+    model, layer, metric = fitted_series(dataset, fits)
+    row = fits.sel(model=model, layer=layer, metric=metric)
+    curve = plots.Curve.of(dataset["value"].sel(model=model, layer=layer, metric=metric).values)
+    law = plots.table_fit(fits, model, layer, metric, curve.n)
+    text = "\n".join(t.get_text() for t in plots.ccdf(curve, law, details=plots.fit_details(row)).axes[0].texts)
+    expected = [f"alpha = {float(row.alpha):.3f} ± {float(row.sigma):.3f}", f"xmin = {float(row.xmin):.4g}",
+                f"KS D = {float(row.ks_d):.4f}", f"GoF p = {float(row.gof_p):.3f}",
+                f"log-log slope = {float(row.slope):.3f}, R² = {float(row.r2):.3f}", "verdict: "]
+    expected += [f"vs {name}: R = {float(row.R.sel(alternative=alternative)):.2f}" for alternative, name in
+                 (("lognormal", "lognormal"), ("exponential", "exponential"))]
+    assert [part for part in expected if part not in text] == []
+    legend = [t.get_text() for t in plots.rank_frequency(curve, law, ols=_ols(row)).axes[0]
+              .get_legend().get_texts()]
+    assert any("power law" in label for label in legend) and any(f"slope {float(row.slope):.3f}" in label
+                                                                 for label in legend)
+
+
+def _ols(row: xr.Dataset) -> Any:
+    from analysis._ols import RankFit
+
+    return RankFit(float(row.slope), float(row.intercept), float(row.r2))
+
+
+def test_a_curve_without_its_fit_is_refused() -> None:
+    with pytest.raises(ValueError, match="pass the series' fit"):
+        plots.ccdf(plots.Curve.of(np.arange(1.0, 100.0)))
 
 
 def test_static_plots_without_verdicts(store_and_fits, tmp_path: Path) -> None:
@@ -93,7 +164,7 @@ def test_static_plots_without_verdicts(store_and_fits, tmp_path: Path) -> None:
     when it is asked for."""
     _, dataset, fits = store_and_fits
     old = fits.drop_vars(["verdict", "channel_verdict"])
-    stems = {path.stem for path in plots.all_static(dataset, old, tmp_path)}
+    stems = {path.stem for path in plots.all_static(dataset, old, tmp_path, workers=1)}
     model = str(dataset.model.values[0])
     assert f"{model}_alpha_dashboard" in stems and f"{model}_verdict_dashboard" not in stems
     with pytest.raises(ValueError, match="no 'verdict' variable"):
@@ -248,9 +319,11 @@ def test_interactive_and_html_dashboard(store_and_fits, tmp_path: Path) -> None:
 def test_plot_cli(store_and_fits, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from analysis.plot import main
 
-    store, _, _ = store_and_fits
-    assert main([str(store), "--format", "png", "--out", str(tmp_path)]) == 0
-    assert (tmp_path / "dashboard.html").exists() and len(list(tmp_path.glob("*.png"))) >= 7
+    store, dataset, fits = store_and_fits  # the command fits with verdicts too: the same layout
+    assert main([str(store), "--format", "png", "--out", str(tmp_path), "--workers", "2"]) == 0
+    assert (tmp_path / "dashboard.html").exists()
+    written = {path.relative_to(tmp_path).with_suffix("").as_posix() for path in tmp_path.rglob("*.png")}
+    assert written == expected_layout(dataset, fits)
 
 
 def test_vector_diagnostics_and_similarity_heatmap(tmp_path: Path) -> None:

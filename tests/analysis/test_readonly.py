@@ -138,7 +138,8 @@ def _check_commands(target: list[str], out: Path, capsys: pytest.CaptureFixture[
     assert err.startswith("error: cache='store' needs write access") and err.count("\n") == 1
     with dask.config.set(scheduler="synchronous"):
         assert plot_main([*target, "--out", str(out), "--no_html"]) == 0
-    assert len(list(out.glob("*_channel_heatmap.png"))) == 1 and len(list(out.glob("*.png"))) >= 6
+    assert len(list(out.glob("*_channel_heatmap.png"))) == 1 and len(list(out.glob("*.png"))) >= 3
+    assert list(out.glob("ccdf/*/*.png")) and list(out.glob("rank_frequency/*/*.png"))
 
 
 # ---- (a) a local store -----------------------------------------------------------------------------
