@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from builders import _models as models
 from builders._cli import run_cli
 from builders._item_configs import CaptureConfig
-from builders._npy_export import export_stats
+from builders._npy_export import export_activations, export_stats
 from builders._provenance import now, versions
 from builders._states import Capture, capture, make_deterministic
 from builders.errors import DataError
@@ -150,7 +150,11 @@ def run(config: CaptureConfig) -> int:
     if config.report:
         Path(config.report).expanduser().write_text(text + "\n", encoding="utf-8")
     if config.export:
-        export_stats(reports, Path(config.export[1]).expanduser())
+        folder = Path(config.export[1]).expanduser()
+        export_stats(reports, folder)
+        for model in checked:  # the last capture's, as the reference tool keeps one file per model
+            export_activations(open_item(location, item_path(CAPTURES_GROUP, model.source.label, len(prompts) - 1)),
+                               folder)
     return 0
 
 

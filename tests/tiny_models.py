@@ -70,6 +70,16 @@ def _qwen_moe() -> Any:
                                               num_key_value_heads=2, num_experts=4, num_experts_per_tok=2))
 
 
+def _opt() -> Any:
+    # activationCaptureLib's documented example model (facebook/opt-125m): learned positions, a
+    # decoder under model.decoder, the final LayerNorm inside the decoder
+    from transformers import OPTConfig, OPTForCausalLM
+
+    return OPTForCausalLM(OPTConfig(vocab_size=VOCAB, hidden_size=HIDDEN, ffn_dim=64, num_hidden_layers=LAYERS,
+                                    num_attention_heads=4, max_position_embeddings=512, word_embed_proj_dim=HIDDEN,
+                                    bos_token_id=EOS_ID, eos_token_id=EOS_ID, pad_token_id=1))
+
+
 FAMILIES: dict[str, Callable[[], Any]] = {
     "llama": _llama,
     "gpt2": _gpt2,
@@ -78,6 +88,7 @@ FAMILIES: dict[str, Callable[[], Any]] = {
     "olmo": _olmo,
     "mixtral": _mixtral,
     "qwen_moe": _qwen_moe,
+    "opt": _opt,
 }
 
 

@@ -21,7 +21,7 @@ Tiny = Callable[[str], Path]
 PROMPT = "Hello, world"
 FAST = ["--model.device", "cpu", "--progress", "false", "--generate.max_new_tokens", "4"]
 # where each family keeps its decoder blocks (written here, independently of builders._models)
-BLOCKS = {"gpt2": "transformer.h", "llama": "model.layers", "gpt_neox": "gpt_neox.layers"}
+BLOCKS = {"gpt2": "transformer.h", "llama": "model.layers", "gpt_neox": "gpt_neox.layers", "opt": "model.decoder.layers"}
 
 
 @pytest.fixture
@@ -130,7 +130,7 @@ def assert_stats(stored: xr.Dataset) -> None:
                                             "avg_size": pytest.approx(sum(sizes) / len(sizes))}
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama", "gpt_neox"])
+@pytest.mark.parametrize("family", ["gpt2", "llama", "gpt_neox", "opt"])  # opt: the reference tool's example
 def test_capture_equals_output_hidden_states(family: str, tiny_model: Tiny, capture_cli: Runner,
                                              tmp_path: Path) -> None:
     folder, store, report = tiny_model(family), tmp_path / "c.zarr", tmp_path / "report.json"
@@ -283,7 +283,8 @@ def test_export_npy_writes_the_reference_stats_json(tiny_model: Tiny, capture_cl
     assert code == 0, err
     stored = item(store, "tiny")
     expected = export / (str(folder).replace("/", "_") + "_stats.json")
-    assert sorted(export.iterdir()) == [expected]
+    stem = str(expected).removesuffix("_stats.json") + "_activations"
+    assert sorted(export.iterdir()) == sorted([expected, Path(f"{stem}.json"), Path(f"{stem}.safetensors")])
     exported = json.loads(expected.read_text(encoding="utf-8"))
     keys = ["model_name", "prompt", "generated_text", "size_summary", "layer_stats"]
     assert sorted(exported) == sorted(keys)
@@ -345,3 +346,34 @@ def test_blocked_export_folder_is_refused_before_anything_is_written(tiny_model:
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert not store.exists()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_export_npy_writes_the_activations_pt_fields_without_pickle(tiny_model: Tiny, capture_cli: Runner,
+                                                                    tmp_path: Path, dtype: str) -> None:
+    """activationCaptureLib's <model>_activations.pt, field for field, as safetensors + JSON: every hidden
+    state (index 0 the embedding output) with its batch axis and the model's dtype, the token sequence,
+    the prompt and generated text; equal to the store's capture, bfloat16 included."""
+    from safetensors import safe_open
+
+    folder, store, export = tiny_model("llama"), tmp_path / "e.zarr", tmp_path / "exported"
+    code, _, err = capture_cli("--model.name", str(folder), "--model.label", "tiny", "--prompt", PROMPT,
+                               "--model.dtype", dtype, "--store", str(store), "--export", "npy", str(export), *FAST)
+    assert code == 0, err
+    stored = item(store, "tiny")
+    stem = export / (str(folder).replace("/", "_") + "_activations")
+    with safe_open(str(stem.with_suffix(".safetensors")), framework="pt") as tensors:
+        metadata = tensors.metadata()
+        states = [tensors.get_tensor(f"hidden_states.{i}") for i in range(stored.sizes["layer"])]
+        tokens = tensors.get_tensor("token_sequence")
+        assert set(tensors.keys()) == {"token_sequence", *(f"hidden_states.{i}" for i in range(len(states)))}
+    fields = {key: stored.attrs[key] for key in ("model_name", "prompt", "generated_text")}
+    assert metadata == fields and fields["prompt"] == PROMPT
+    assert tokens.dtype == torch.int64 and tokens.tolist() == [stored.token_id.values.tolist()]
+    for layer, state in enumerate(states):
+        assert state.dtype == getattr(torch, dtype) and state.shape == (1, *stored.hidden_state.shape[1:])
+        assert torch.equal(state[0].float(), torch.from_numpy(stored.hidden_state.values[layer]))
+    described = json.loads(stem.with_suffix(".json").read_text(encoding="utf-8"))
+    assert {key: described[key] for key in fields} == fields
+    assert described["hidden_states"]["count"] == len(states) and described["hidden_states"]["dtype"] == dtype
+    assert described["hidden_states"]["names"] == [str(name) for name in stored.layer.values]
