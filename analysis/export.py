@@ -8,6 +8,11 @@ The layout is ZipfActivation's results folder, so its notebooks load our stores 
                                channel_wise: {<hidden channel>: {...}}}}  (--to json)
 Layers are named as ZipfActivation resolved them: ``embed`` and ``layer_<decoder index>``. A store
 of several models gives one such folder per model, DIR/<model label>/, unless --model picks one.
+
+A store's ``vectors`` group goes out in the Activation Vector Project's files (analysis/_vector_exports.py):
+  DIR/activation_vectors_<pooling>.safetensors + _metadata.json   float16 (doc, feature)  (--to safetensors;
+                               --per_vector: activation_vector_<pooling>_<doc>.* per document; --centre)
+  DIR/vectors_<pooling>_raw.csv, vectors_<pooling>_centered.csv   doc_id, v0 ... v<d-1>    (--to csv)
 """
 
 from __future__ import annotations
@@ -29,11 +34,14 @@ from analysis._dataset_fit import STATUS
 from analysis._dataset_fit import fit as fit_dataset
 from analysis._files import check_export_folder, json_number, write_json
 from analysis._open import open_store
+from analysis._vector_exports import export_csv, export_safetensors
+from analysis._vectors import open_vectors
 from store import InputError, OneLineParser
 
 MARKER = "activation-export.json"  # names the folder's kind, so a rerun may write into it again
 EXPORT_FORMAT = "zipf-activation-results"
-TARGETS = ("npz", "json")
+TARGETS = ("npz", "json", "safetensors", "csv")
+VECTOR_TARGETS = ("safetensors", "csv")
 _STATUS_WORDS = {code: word for word, code in STATUS.items()}
 
 
@@ -152,31 +160,47 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     add_store_arguments(parser)
     parser.add_argument("--to", nargs=2, action="append", required=True, metavar=("FORMAT", "DIR"),
                         help="npz (statistics/<layer>.npz) or json (fits/fit_results.json) into the results "
-                             "folder DIR; repeatable")
-    parser.add_argument("--model", default=None, help="one model label (default: every model, DIR/<label>/ each)")
+                             "folder DIR; safetensors or csv: the vectors group's vectors; repeatable")
+    parser.add_argument("--model", default=None, help="one model label (default: every model, DIR/<label>/ each; "
+                                                      "vectors: the store's only model)")
+    parser.add_argument("--pooling", choices=("short", "long"), default="short", help="safetensors, csv: which vectors")
+    parser.add_argument("--per_vector", "--per-vector", dest="per_vector", action="store_true",
+                        help="safetensors: one file pair per document instead of one for the set")
+    parser.add_argument("--centre", "--center", dest="centre", action="store_true",
+                        help="safetensors: each vector minus the corpus mean (csv writes both)")
     parser.add_argument("--no_compare", "--no-compare", dest="no_compare", action="store_true",
                         help="json: skip the likelihood-ratio comparisons")
     add_cache_arguments(parser)
     options = parse_arguments(parser, argv)
     unknown = [target for target, _ in options.to if target not in TARGETS]
     if unknown:
-        parser.error(f"--to {unknown[0]!r} is not a format; use --to npz DIR or --to json DIR")
+        parser.error(f"--to {unknown[0]!r} is not a format; use --to npz, json, safetensors or csv DIR")
     return options
 
 
-def main(argv: list[str] | None = None) -> int:
+def _export(target: str, folder: str, options: argparse.Namespace, dataset: xr.Dataset | None,
+            vectors: xr.Dataset | None) -> list[Path]:
     from dask.diagnostics import ProgressBar
 
+    if target == "safetensors":
+        return export_safetensors(vectors, folder, options.pooling, options.model, options.per_vector, options.centre)
+    if target == "csv":
+        return export_csv(vectors, folder, options.pooling, options.model)
+    if target == "npz":
+        return export_npz(dataset, folder, options.model, progress=True)
+    with ProgressBar():
+        return export_fits_json(dataset, folder, options.model, cache=options.cache, compare=not options.no_compare)
+
+
+def main(argv: list[str] | None = None) -> int:
     options = _parse(argv)
     try:
-        dataset = open_from_arguments(options)
+        targets = {target for target, _ in options.to}
+        # statistics and vectors are groups of their own: a store may hold either, so open what is asked for
+        dataset = open_from_arguments(options) if targets - set(VECTOR_TARGETS) else None
+        vectors = open_vectors(options.store, options.storage_options) if targets & set(VECTOR_TARGETS) else None
         for target, folder in options.to:
-            if target == "npz":
-                written = export_npz(dataset, folder, options.model, progress=True)
-            else:
-                with ProgressBar():
-                    written = export_fits_json(dataset, folder, options.model, cache=options.cache,
-                                               compare=not options.no_compare)
+            written = _export(target, folder, options, dataset, vectors)
             print(f"wrote {len(written)} {target} file(s) under {folder}")
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
