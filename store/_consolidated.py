@@ -13,11 +13,13 @@ from typing import Any
 
 import zarr
 
+from store._labels import label_problems, refresh_labels
 from store._location import StoreLocation
 
 
 def consolidate(location: StoreLocation) -> None:
-    """Refresh the consolidated metadata at the root of the hierarchy."""
+    """Refresh every group's JSON copy of its labels (store/_labels.py), then the consolidated metadata."""
+    refresh_labels(location)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # consolidated metadata is not yet in the v3 spec
         zarr.consolidate_metadata(location.zarr_store())
@@ -51,7 +53,7 @@ def stale_metadata(location: StoreLocation) -> list[str]:
 
 def consolidate_if_stale(location: StoreLocation) -> bool:
     """Consolidate only when needed, so a finished store's bytes stay as they are; True if it did."""
-    if not stale_metadata(location):
+    if not stale_metadata(location) and not label_problems(location):
         return False
     consolidate(location)
     return True

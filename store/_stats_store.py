@@ -207,6 +207,7 @@ def _create(
             zarr_format=3,
             consolidated=True,
         )
+    consolidate(location)  # again, now with the labels' JSON copy (store/_labels.py) the template lacks
     group = _open_group(location)
     if group is None:  # pragma: no cover - to_zarr just wrote it
         raise RuntimeError(f"stats group missing right after writing {location.display()!r}")

@@ -14,6 +14,7 @@ import zarr
 from store._consolidated import stale_metadata
 from store._integrity import Damage, damage
 from store._items import ITEM_GROUPS
+from store._labels import label_problems
 from store._location import StoreLocation
 from store._schema import (
     DIMS,
@@ -101,9 +102,10 @@ def _top_groups(location: StoreLocation) -> set[str]:
 
 
 def _stale_metadata(location: StoreLocation) -> list[str]:
-    """stale_metadata, with a node outside the checked ones (e.g. fits/) that zarr cannot parse named."""
+    """stale_metadata and label_problems, with a node outside the checked ones (e.g. fits/) that zarr
+    cannot parse named."""
     try:
-        return stale_metadata(location)
+        return stale_metadata(location) + label_problems(location)
     except ValueError as error:  # JSONDecodeError and zarr's metadata errors are ValueErrors
         return [f"a node's zarr.json cannot be read ({type(error).__name__}: {error})"]
 
