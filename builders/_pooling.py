@@ -19,6 +19,10 @@ whole document; only the context each hidden state saw is bounded.
 
 - ``short``: the mean over the chosen layers, then the weighted average with f = 0.067 (d values).
 - ``long``: [last token, weighted averages with f = 0.023, 0.067, 0.159] of that layer mean (4 d).
+
+With ``center`` (--vectors.center_residual) each layer's token vectors first lose their mean
+over d (``center_over_hidden``): the residual stream TransformerLens hooks on a LayerNorm model
+after its default weight processing, so vectors made with it can be extended.
 """
 
 from __future__ import annotations
@@ -102,11 +106,28 @@ def pool(layer_mean: torch.Tensor, segments: Segments, depths: Sequence[float], 
     return torch.cat(parts, dim=1)
 
 
+def center_over_hidden(states: torch.Tensor) -> torch.Tensor:
+    """``states`` (..., d) in float32, each vector minus its mean over d.
+
+    TransformerLens' center_writing_weights removes this mean from every weight and bias that
+    writes to the residual stream; a LayerNorm ignores it, so the model computes the same and
+    its hooked stream is the raw stream minus each token's mean (checked on GPT-NeoX in
+    tests/builders/test_vectors_center_residual.py).
+    """
+    states = states.float()  # in bfloat16 the difference would keep only about 3 significant digits
+    return states - states.mean(dim=-1, keepdim=True)
+
+
 def pool_layers(outputs: Sequence[torch.Tensor], segments: Segments, short_depth: float,
-                long_depths: Sequence[float], poolings: Sequence[str]) -> dict[str, np.ndarray]:
-    """Each pooling's (rows, features) float32 contributions from the hooked layers' outputs."""
+                long_depths: Sequence[float], poolings: Sequence[str],
+                center: bool = False) -> dict[str, np.ndarray]:
+    """Each pooling's (rows, features) float32 contributions from the hooked layers' outputs
+    (with ``center``, each token's mean over d removed first, layer by layer)."""
     device = outputs[0].device  # blocks spread over GPUs (device_map) meet on the first one
-    layer_mean = torch.stack([output.to(device).float() for output in outputs]).mean(dim=0)  # float32
+    states = torch.stack([output.to(device).float() for output in outputs])  # (layer, rows, width, d) float32
+    if center:  # each hooked layer as TransformerLens sees it; centring is linear, so the order only rounds
+        states = center_over_hidden(states)
+    layer_mean = states.mean(dim=0)
     pooled = {}
     if "short" in poolings:
         pooled["short"] = pool(layer_mean, segments, (short_depth,), last_token=False)

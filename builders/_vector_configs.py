@@ -78,6 +78,9 @@ class PoolingConfig:
     prepend_bos: bool = True
     """Start each document with the tokenizer's BOS token (its EOS when it has none), as TransformerLens does."""
 
+    center_residual: bool = False
+    """Subtract each token's mean over the hidden size from the hooked blocks' outputs (in float32), before layers are averaged and pooled: the residual stream TransformerLens hooks after its default weight processing (center_writing_weights), for extending vector sets made with TransformerLens. Refused for RMSNorm models (Llama, Qwen, OLMo-2...), which TransformerLens does not centre."""
+
     def __post_init__(self) -> None:
         if not self.layers or (AUTO_LAYERS in self.layers and len(self.layers) > 1):
             raise ConfigError(f"vectors.layers must be auto or layer numbers, got {self.layers!r}; "
@@ -152,6 +155,8 @@ class VectorsConfig:
         data.pop("batch_size")
         vectors = asdict(self.vectors)
         vectors.pop("layers")  # per model: the default maps onto each model's depth
+        if not vectors["center_residual"]:  # absent = raw: stores built before the option stay resumable
+            vectors.pop("center_residual")
         return {"data": data, "vectors": vectors}
 
     def model_config(self) -> dict[str, Any]:

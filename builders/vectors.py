@@ -1,8 +1,10 @@
 """``python -m builders.vectors``: one pooled vector per document per model, into the store's ``vectors`` group.
 
 Each document runs through the model as its own sequence; the chosen blocks' raw outputs
-are averaged, then pooled over tokens (short: one exponentially weighted average; long:
-last token + three averages; docs/vectors.md has the formulas). The corpus mean of each
+(with --vectors.center_residual, each token's minus its mean over d, as TransformerLens hooks
+them; refused for RMSNorm models once the model loads, before the store is touched) are
+averaged, then pooled over tokens (short: one exponentially weighted average; long: last
+token + three averages; docs/vectors.md has the formulas). The corpus mean of each
 pooling is stored beside the vectors; analysis.vectors centres lazily and answers
 similarity queries. With --text, pools that text with the store's own settings and prints
 its nearest stored documents. Re-running the same command resumes, or does nothing.
@@ -24,7 +26,7 @@ from builders._provenance import model_provenance, vector_group_attrs
 from builders._runtime import ModelRuntime
 from builders._text_vectors import TextVectors, stored_config
 from builders._vector_configs import VectorsConfig
-from builders._vector_run import pooled_layers, unit_vectors
+from builders._vector_run import check_center_residual, pooled_layers, unit_vectors
 from store import (
     VECTORS_GROUP,
     Lease,
@@ -89,8 +91,9 @@ def _check(config: VectorsConfig) -> _Checked:
 
 
 def load_runtime(config: VectorsConfig, checked: _Checked) -> ModelRuntime:
-    """The model (checked beforehand) with its chosen blocks to hook."""
+    """The model (checked beforehand) with its chosen blocks to hook, its norm checked against the settings."""
     model = models.load_model(checked.source, config.model)
+    check_center_residual(model, config)  # its norm class is known only now; nothing is written yet
     return ModelRuntime(model, models.collection_modules(model, checked.layer_indices, checked.n_layers))
 
 
