@@ -66,6 +66,17 @@ def _folders(dataset: xr.Dataset, folder: str | Path, model: str | None) -> dict
     return {label: root if len(chosen) == 1 else root / label for label in chosen}
 
 
+def check_results_folder(folder: str | Path) -> Path:
+    """A results folder ``python -m builders.pipeline`` may write: new, empty, or an earlier export."""
+    return check_export_folder(folder, MARKER, EXPORT_FORMAT, "results")
+
+
+def mark_results_folder(root: Path) -> None:
+    """Mark ``root`` as a results export, once checked: the store written into it since is the pipeline's own."""
+    root.mkdir(parents=True, exist_ok=True)
+    _mark(root)
+
+
 def _mark(root: Path) -> None:
     write_json(root / MARKER, {"format": EXPORT_FORMAT, "written_by": "python -m analysis.export"})
 
@@ -143,13 +154,15 @@ def fit_results(fits: xr.Dataset, dataset: xr.Dataset, model: str) -> dict[str, 
 
 def export_fits_json(store: xr.Dataset | str, folder: str | Path, model: str | None = None,
                      cache: bool | str = "local", compare: bool = True,
-                     storage_options: dict[str, Any] | None = None) -> list[Path]:
-    """``fits/fit_results.json`` per model under ``folder``, from :func:`analysis.fit` (cached as it caches)."""
+                     storage_options: dict[str, Any] | None = None, fits: xr.Dataset | None = None) -> list[Path]:
+    """``fits/fit_results.json`` per model under ``folder``, from :func:`analysis.fit` (cached as it caches),
+    or from ``fits`` already computed over the same store."""
     dataset = open_store(store, storage_options=storage_options) if isinstance(store, str) else store
     folders = _folders(dataset, folder, model)
     _mark(Path(folder))
     fitted = dataset if model is None else dataset.sel(model=[model])  # the other models are not fitted
-    fits = fit_dataset(fitted, compare=compare, channels=True, cache=cache).compute()
+    if fits is None:
+        fits = fit_dataset(fitted, compare=compare, channels=True, cache=cache).compute()
     return [write_json(root / "fits" / "fit_results.json", fit_results(fits, dataset, label))
             for label, root in folders.items()]
 

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from builders._zipf_config import is_zipf_activation, translate
 from store import InputError, OneLineParser, parse_storage_options
 from store._options import check_path_text
 from store.errors import ConfigError, first_line
@@ -341,6 +342,26 @@ def config_from(cls: type[Config], given: dict[str, Any]) -> Config:
     """The config of a parsed command line (the flags given, dotted): defaults, the ``--config`` YAML, the flags."""
     namespace = dict(given)
     config_path = namespace.pop("config", None)
-    from_file = expand_sections(cls, load_yaml(config_path) if config_path else {})
+    from_file = expand_sections(cls, _ours(cls, load_yaml(config_path) if config_path else {}))
     check_file(cls, from_file)
     return from_dict(cls, _merge(from_file, _nest(namespace)))
+
+
+def _ours(cls: type, document: dict[str, Any]) -> dict[str, Any]:
+    """A ZipfActivation config translated (builders/_zipf_config.py), its changed meanings noted; else as is."""
+    if not is_zipf_activation(document):
+        return document
+    sections, output, notes = translate(document)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    names = {field.name for field in dataclasses.fields(cls)}
+    for key, value in output.items():
+        if key in names:
+            sections[key] = value
+        elif key == "results_dir" and "store" in names:  # a builder without a results folder: the store in it
+            sections["store"] = f"{str(value).rstrip('/')}/activations.zarr"
+            print(f"note: output.results_dir ({value}): only the store is written, to {sections['store']}; "
+                  "python -m builders.pipeline writes the statistics, fits and plots too", file=sys.stderr)
+        else:
+            print(f"note: output.{key} ({value}): ignored here; python -m builders.pipeline uses it", file=sys.stderr)
+    return sections
