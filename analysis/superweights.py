@@ -5,9 +5,14 @@
     superweight_records("stores/sw.zarr", "weights")    # every model's super weights, one row each
     superweight_summary("stores/sw.zarr")               # one row per model: count, depth, severity
 
-``--export DIR`` writes CSV, JSON Lines and one ``analysis.json`` per model (see ``export``);
-``--plots DIR`` draws every figure of ``analysis.plots`` for the tables. Nothing here loads a model:
-the tables come from ``python -m builders.superweights``.
+``--export DIR`` writes CSV, JSON Lines and one ``analysis.json`` per model (see ``export``), and beside
+them the layout of the Super Weight scripts' ``comprehensive_super_weight_analysis.py``
+(``complete_analysis_<timestamp>.json``, ``summary_plots/``, per model ``data/``, ``plots/``, ``logs/``;
+analysis/_superweight_layout.py). Its ``<timestamp>`` is the model's build time in the store (its
+``created`` attribute, UTC), not the export's: the files are named after the run that made the figures,
+as the old script named them, and exporting an unchanged store again gives the same names (replaced in
+place). ``--plots DIR`` draws every figure of ``analysis.plots`` for the tables. Nothing here loads a
+model: the tables come from ``python -m builders.superweights``.
 """
 
 from __future__ import annotations
@@ -194,20 +199,28 @@ def _export_model(folder: Path, label: str, attrs: dict[str, Any], tables: dict[
 def export(store: str, folder: str | Path, storage_options: dict[str, Any] | None = None,
            models: list[str] | None = None, catalog: str | Path | None = None) -> list[Path]:
     """Write every model's tables (CSV; weights and evaluations also as JSON Lines; ``analysis.json``) to
-    ``folder/<label>/``, and ``summary.json``, ``summary.csv``, ``superweights.jsonl`` (every model's weights).
+    ``folder/<label>/``, and ``summary.json``, ``summary.csv``, ``superweights.jsonl`` (every model's weights);
+    beside them the comprehensive script's layout (``analysis/_superweight_layout.py``).
 
-    Refuses a non-empty folder that is not an earlier export; an earlier export's files are replaced."""
+    Refuses a non-empty folder that is not an earlier export; an earlier export's files are replaced (the
+    timestamped ones when the store did not change: their names are the models' build times)."""
     target = check_export_folder(folder)
     return _export(_location(store, storage_options, catalog), target, models)
 
 
 def _export(location: StoreLocation, target: Path, models: list[str] | None) -> list[Path]:
+    from analysis import _superweight_layout as layout  # matplotlib and the figures: only when exporting
+
     tables = _read(location, models)
+    attrs = {label: model_attrs(location, label) for label in tables}
+    # first a marker, so a folder left half-written by a failure (a figure, a full disk) is still ours
+    files.write_json(target / "summary.json", {"format": EXPORT_FORMAT, "format_version": 1, "complete": False})
     written = [path for label, found in tables.items()
-               for path in _export_model(target / label, label, model_attrs(location, label), found)]
+               for path in _export_model(target / label, label, attrs[label], found)]
     table = _summary(location, models)
     written.append(files.write_csv(target / "summary.csv", table))
     written.append(_write_lines(target / "superweights.jsonl", records(tables, "weights")))
+    written += layout.write_layout(location.display(), target, tables, attrs, table)
     document = {"format": EXPORT_FORMAT, "format_version": 1, "store": location.display(),
                 "models": _json_rows(table)}
     return [*written, files.write_json(target / "summary.json", document)]  # last: it marks the folder as ours
@@ -222,7 +235,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--models", nargs="+", default=None, metavar="LABEL",
                         help="only these models (labels as stored; default: every model)")
     parser.add_argument("--export", type=Path, default=None, metavar="DIR",
-                        help="write CSV, JSON Lines and analysis.json per model, and the summary, to DIR")
+                        help="write CSV, JSON Lines and analysis.json per model, the summary, and the "
+                             "comprehensive script's layout (complete_analysis_<time>.json, data/, plots/, logs/) to DIR")
     parser.add_argument("--plots", type=Path, default=None, metavar="DIR",
                         help="write every figure to the output folder DIR (one subfolder per model)")
     parser.add_argument("--format", choices=("png", "pdf", "both"), default="png", help="figure file format")

@@ -13,7 +13,10 @@ builder with them, which loads the model. That is this package's one use of ``bu
 floor below); the command parses the builder's options (one parser: every flag is checked, and
 ``--help`` lists it, before anything runs). ``--export DIR`` (alias ``--output-dir``) then writes
 the old layout: ``run_config.json``, ``cross_model_summary.json``, ``README.md`` and per model
-``metrics/``, ``summaries/`` and ``plots/``.
+``metrics/``, ``summaries/``, ``plots/``, ``run_config.json`` (that model's settings under the old option
+names) and ``analysis.log`` (what the export read and wrote for it). The top-level ``run_config.json``
+marks the folder as an export: written first as a placeholder and last in full, so a later export may
+replace the files in it, and a folder without it that holds other files is refused.
 """
 
 from __future__ import annotations
@@ -100,20 +103,38 @@ def _settings(found: dict[str, xr.Dataset]) -> dict[str, Any]:
     return dict(json.loads(str(found["weight_cards"].attrs.get("settings", "{}"))))
 
 
+def _model_id(label: str, found: dict[str, xr.Dataset]) -> str:
+    return str(_settings(found).get("model", {}).get("model_id", label))
+
+
+def _old_options(settings: dict[str, Any], models: list[str]) -> dict[str, Any]:
+    """``settings`` (one model's) under run_vocab_analyses.py's option names; None where not recorded."""
+    section = {name: settings.get(name) or {} for name in ("data", "eval", "cards", "detect", "moe")}
+    return {"models": models, "dataset": section["data"].get("name"),
+            **{name: section["eval"].get(name) for name in ("tokens", "window_len", "stride", "drop_first_token")},
+            "seed": settings.get("seed"),
+            **{f"enable_{name}": section["cards"].get(f"enable_{name}") for name in ("cosine", "cascade", "enrichment")},
+            "bootstrap": section["cards"].get("bootstrap"),
+            "spike_threshold": section["detect"].get("spike_threshold"),
+            "max_iterations": section["detect"].get("max_iterations"),
+            "router_analysis_samples": section["moe"].get("router_samples"),
+            "p_active_floor": section["moe"].get("p_active_floor"),
+            "co_spike_threshold": section["moe"].get("co_spike_threshold")}
+
+
 def run_config(location: StoreLocation, opened: Cards) -> dict[str, Any]:
     """The run's options under run_vocab_analyses.py's names, from the first model's cards (per model below)."""
     settings = _settings(next(iter(opened.values())))
-    old = {"models": [str(_settings(found).get("model", {}).get("model_id", label)) for label, found in opened.items()],
-           "dataset": settings.get("data", {}).get("name"), "tokens": settings.get("eval", {}).get("tokens"),
-           "window_len": settings.get("eval", {}).get("window_len"), "stride": settings.get("eval", {}).get("stride"),
-           "drop_first_token": settings.get("eval", {}).get("drop_first_token"), "seed": settings.get("seed"),
-           **{f"enable_{name}": settings.get("cards", {}).get(f"enable_{name}")
-              for name in ("cosine", "cascade", "enrichment")},
-           "bootstrap": settings.get("cards", {}).get("bootstrap"),
-           "spike_threshold": settings.get("detect", {}).get("spike_threshold"),
-           "max_iterations": settings.get("detect", {}).get("max_iterations")}
-    return {"format": EXPORT_FORMAT, "format_version": 1, "store": location.display(), **old,
-            "settings": {label: _settings(found) for label, found in opened.items()}}
+    models = [_model_id(label, found) for label, found in opened.items()]
+    return {"format": EXPORT_FORMAT, "format_version": 1, "store": location.display(),
+            **_old_options(settings, models), "settings": {label: _settings(found) for label, found in opened.items()}}
+
+
+def model_run_config(location: StoreLocation, label: str, found: dict[str, xr.Dataset]) -> dict[str, Any]:
+    """One model's ``<label>/run_config.json``: its own options under the old names, and its full settings."""
+    settings = _settings(found)
+    return {"model": label, "store": location.display(), **_old_options(settings, [_model_id(label, found)]),
+            "settings": settings}
 
 
 def _model_summary(neurons: list[dict[str, Any]], weights: list[dict[str, Any]]) -> dict[str, Any]:
@@ -144,14 +165,38 @@ def _plots(folder: Path, neurons: list[dict[str, Any]], weights: list[dict[str, 
     return written
 
 
-def _export_model(folder: Path, label: str, found: dict[str, xr.Dataset]) -> tuple[list[Path], dict[str, Any]]:
+def _export_model(location: StoreLocation, folder: Path, label: str,
+                  found: dict[str, xr.Dataset]) -> tuple[list[Path], dict[str, Any]]:
     neurons = cards.neuron_cards(label, found["neuron_cards"])
     weights = cards.weight_cards(label, found["weight_cards"])
     written = [files.write_lines(folder / "metrics" / "neurons" / "neurons.jsonl", neurons),
                files.write_lines(folder / "metrics" / "super_weights" / "super_weights.jsonl", weights),
                files.write_csv(folder / "summaries" / "neurons.csv", cards.neuron_rows(neurons)),
                files.write_csv(folder / "summaries" / "super_weights.csv", cards.weight_rows(weights))]
-    return written + _plots(folder / "plots", neurons, weights), _model_summary(neurons, weights)
+    written += _plots(folder / "plots", neurons, weights)
+    written.append(files.write_json(folder / "run_config.json", model_run_config(location, label, found)))
+    log = _log_lines(location, label, found, neurons, weights) + [
+        f"wrote {path.relative_to(folder).as_posix()}" for path in written]
+    (folder / "analysis.log").write_text("\n".join(log) + "\n", encoding="utf-8")
+    return [*written, folder / "analysis.log"], _model_summary(neurons, weights)
+
+
+def _log_lines(location: StoreLocation, label: str, found: dict[str, xr.Dataset], neurons: list[dict[str, Any]],
+               weights: list[dict[str, Any]]) -> list[str]:
+    """The first lines of ``<label>/analysis.log``: which model, what was read."""
+    neuron_attrs, weight_attrs = found["neuron_cards"].attrs, found["weight_cards"].attrs
+    labels = pd.Series([card["label"] for card in neurons], dtype=object).value_counts().to_dict()
+    return [f"python -m analysis.vocab --export: model {label!r} of store {location.display()!r}",
+            f"model_id {_model_id(label, found)!r}",
+            (f"read neuron_cards: {len(neurons)} cards, made {neuron_attrs.get('created')!r} (top_k "
+             f"{neuron_attrs.get('top_k')}, cosine {neuron_attrs.get('cosine')}, "
+             f"enrichment {neuron_attrs.get('enrichment')})"),
+            (f"read weight_cards: {len(weights)} cards, made {weight_attrs.get('created')!r} (weights from "
+             f"{weight_attrs.get('weights_from')!r}; {weight_attrs.get('n_tokens')} tokens of "
+             f"{weight_attrs.get('text')!r} in {weight_attrs.get('n_windows')} windows; "
+             f"bootstrap {weight_attrs.get('bootstrap')})"),
+            "neuron labels: " + (", ".join(f"{name} {count}" for name, count in labels.items()) or "none"),
+            "super weights: " + (", ".join(_stem(card) for card in weights) or "none")]
 
 
 def _readme(config: dict[str, Any], summary: dict[str, Any]) -> str:
@@ -161,7 +206,8 @@ def _readme(config: dict[str, Any], summary: dict[str, Any]) -> str:
         loss = model["mean_deltas"].get("loss")
         lines.append(f"| {label} | {model['n_neurons']} | {', '.join(model['super_weights']) or 'none'} | "
                      f"{'' if loss is None else f'{loss:+.4g}'} | {model['neuron_labels']} |")
-    lines += ["", "Per model: `metrics/` (JSONL cards), `summaries/` (CSV), `plots/`. Definitions: docs/superweights.md."]
+    lines += ["", ("Per model: `metrics/` (JSONL cards), `summaries/` (CSV), `plots/`, `run_config.json` (its "
+                   "settings) and `analysis.log`. Definitions: docs/superweights.md.")]
     return "\n".join(lines) + "\n"
 
 
@@ -175,7 +221,7 @@ def export(store: str | StoreLocation, folder: str | Path, storage_options: dict
     files.write_json(target / "run_config.json", {"format": EXPORT_FORMAT, "format_version": 1, "complete": False})
     written, summary = [], {"models": {}}
     for label, found in opened.items():
-        model_files, summary["models"][label] = _export_model(target / label, label, found)
+        model_files, summary["models"][label] = _export_model(location, target / label, label, found)
         written += model_files
     config = run_config(location, opened)
     written += [files.write_json(target / "cross_model_summary.json", summary)]

@@ -101,8 +101,12 @@ def test_export_files_read_back_as_the_store_holds(store: str, tmp_path: Path) -
     names = {str(path.relative_to(folder)) for path in written}
     per_model = {"detection.csv", "weights.csv", "weights.jsonl", "evaluations.csv", "evaluations.jsonl",
                  "analysis.json"}
-    assert names == {*(f"dense/{name}" for name in per_model), *(f"moe/{name}" for name in per_model),
-                     "moe/router.csv", "summary.json", "summary.csv", "superweights.jsonl"}
+    tables_and_summaries = {*(f"dense/{name}" for name in per_model), *(f"moe/{name}" for name in per_model),
+                            "moe/router.csv", "summary.json", "summary.csv", "superweights.jsonl"}
+    # the rest is the comprehensive script's layout (tests/analysis/test_superweight_layouts.py checks it)
+    assert tables_and_summaries <= names
+    assert {name.split("/")[1] for name in names - tables_and_summaries if "/" in name} == {"data", "plots", "logs",
+                                                                                             "model_comparison.png"}
     for label, tables in TABLES.items():
         csv = pd.read_csv(folder / label / "weights.csv")
         lines = pd.read_json(folder / label / "weights.jsonl", lines=True)
@@ -152,8 +156,10 @@ def test_cli_prints_the_summary_and_exports(store: str, tmp_path: Path, capsys: 
     assert "severity" in out and "OlmoeForCausalLM" in out and "model.layers.3.mlp.down_proj.weight" in out
     code, out, _ = _cli(capsys, store, "--models", "moe", "--export", str(tmp_path / "out"))
     assert code == 0 and "files to" in out
-    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["moe", "summary.csv", "summary.json",
-                                                                          "superweights.jsonl"]
+    listed = sorted(path.name for path in (tmp_path / "out").iterdir())
+    assert [name for name in listed if not name.startswith("complete_analysis_")] == [
+        "moe", "summary.csv", "summary.json", "summary_plots", "superweights.jsonl"]
+    assert len([name for name in listed if name.startswith("complete_analysis_")]) == 1
     assert _cli(capsys, store, "--export", str(tmp_path / "out"))[0] == 0  # an earlier export is ours
 
 

@@ -102,7 +102,7 @@ def full_export(tmp_path_factory: pytest.TempPathFactory, full_store: Path) -> P
     folder = tmp_path_factory.mktemp("export") / "vocab"
     code, out, err = run_captured(full_store, "--export", folder)
     assert code == 0, err
-    assert "wrote 10 files" in out
+    assert "wrote 12 files" in out
     return folder
 
 
@@ -153,6 +153,7 @@ def check_tokens_match(listed: list[dict[str, Any]], table: xr.Dataset, prefix: 
 def test_the_export_writes_the_old_layout(full_export: Path, llama_label: str) -> None:
     model = full_export / llama_label
     expected = [full_export / name for name in ("run_config.json", "cross_model_summary.json", "README.md")] + [
+        model / "run_config.json", model / "analysis.log",
         model / "metrics" / "neurons" / "neurons.jsonl", model / "metrics" / "super_weights" / "super_weights.jsonl",
         model / "summaries" / "neurons.csv", model / "summaries" / "super_weights.csv",
         model / "plots" / "neurons" / f"{LAYER}-{COL}-effects.png",
@@ -472,8 +473,8 @@ def test_reading_and_exporting_cards_import_neither_torch_nor_the_builders(full_
     result = subprocess.run([sys.executable, "-c", READ_ONLY_SCRIPT, str(full_store), str(tmp_path / "export")],
                             cwd=REPO, capture_output=True, text=True, timeout=180, check=False)
     assert result.returncode == 0, result.stderr
-    # just imported; one weight and one neuron card read; ten files exported; still neither module loaded
-    assert result.stdout.splitlines() == ["False False", "1 1", "10", "False False"], result.stdout
+    # just imported; one weight and one neuron card read; twelve files exported; still neither module loaded
+    assert result.stdout.splitlines() == ["False False", "1 1", "12", "False False"], result.stdout
     assert (tmp_path / "export" / "run_config.json").is_file()
 
 
