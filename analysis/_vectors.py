@@ -239,17 +239,28 @@ def long_diagnostics(dataset: xr.Dataset, docs: list[int | str], model: str | No
     one = _one_model(dataset, model)
     positions = [_doc_position(one["long"], doc) for doc in docs]
     raw = np.asarray(one["long"].isel(doc=positions).values, np.float32)
+    return long_diagnostics_of(dataset, raw, _texts(one["doc_id"].values[positions]), model, mean)
+
+
+def long_diagnostics_of(dataset: xr.Dataset, raw: np.ndarray, names: list[str], model: str | None = None,
+                        mean: xr.DataArray | None = None) -> xr.Dataset:
+    """``long_diagnostics`` of long vectors given as values (rows of ``raw``, named ``names``), e.g. the
+    vector of a new text (``python -m builders.vectors --text ... --diagnostics DIR``), centred by the
+    store's corpus mean (or ``mean``)."""
+    _check_pooling(dataset, "long")
+    one = _one_model(dataset, model)
+    raw = np.atleast_2d(np.asarray(raw, np.float32))
     mean_values = _model_mean(one, "long", mean)
     centred = raw - mean_values
     parts = _parts(dataset)
-    shape = (len(positions), len(parts), -1)
+    shape = (len(raw), len(parts), -1)
     raw_p, centred_p = raw.reshape(shape), centred.reshape(shape)
     difference, predicted = raw_p - centred_p, np.broadcast_to(mean_values.reshape(1, len(parts), -1), raw_p.shape)
     with np.errstate(invalid="ignore", divide="ignore"):
         alignment = (difference * predicted).sum(-1) / (_norms(difference) * _norms(predicted))
     data = {"raw_norm": _norms(raw_p), "centred_norm": _norms(centred_p), "difference_norm": _norms(difference),
             "predicted_norm": _norms(predicted), "alignment": alignment}
-    coords = {"doc": _texts(one["doc_id"].values[positions]), "part": parts}
+    coords = {"doc": list(names), "part": parts}
     return xr.Dataset({name: (("doc", "part"), values) for name, values in data.items()}, coords=coords)
 
 

@@ -56,10 +56,29 @@ def bos_id(tokenizer: Any) -> int:
     return int(tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id)
 
 
+def sampled(records: Iterator[tuple[str, str]], count: int, seed: int) -> list[tuple[str, str]]:
+    """A uniform random sample of ``count`` records in one pass (reservoir sampling, algorithm R), in the
+    source's order: the same seed and source give the same documents, and only ``count`` are held."""
+    rng = np.random.default_rng(seed)
+    reservoir: list[tuple[int, tuple[str, str]]] = []
+    for position, record in enumerate(records):
+        if position < count:
+            reservoir.append((position, record))
+        elif (slot := int(rng.integers(0, position + 1))) < count:
+            reservoir[slot] = (position, record)
+    if len(reservoir) < count:
+        raise DataError(f"the text source holds {len(reservoir)} documents, fewer than --data.num_samples {count}; "
+                        "sample fewer or point --data.name at a larger corpus")
+    return [record for _, record in sorted(reservoir, key=lambda kept: kept[0])]
+
+
 def read_corpus(config: DocumentsConfig, tokenizer: Any, prepend_bos: bool) -> Corpus:
-    """The first ``max_docs`` documents, tokenised; an empty document or a repeated id is an error."""
+    """The first ``max_docs`` documents (or ``num_samples`` of them at random), tokenised; an empty
+    document or a repeated id is an error."""
     # islice takes no stop above sys.maxsize: a larger max_docs means every document
     records = itertools.islice(iter_records(config, config.id_field), min(config.max_docs, sys.maxsize))
+    if config.num_samples:
+        records = iter(sampled(records, config.num_samples, config.sample_seed))
     doc_ids: list[str] = []
     token_ids: list[np.ndarray] = []
     digests: list[int] = []

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from builders._config import ModelConfig, TextSourceConfig, _positive, check_store, normalise_layer
@@ -16,6 +17,17 @@ from store.errors import ConfigError
 
 LONG_DOC_POLICIES = ("truncate", "windows")
 AUTO_LAYERS = "auto"
+
+
+def _read_text(path: str) -> str:
+    try:
+        text = Path(path).expanduser().read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read --file {path!r} ({getattr(error, 'strerror', None) or error}); "
+                          "pass a readable UTF-8 text file") from error
+    if not text.strip():
+        raise ConfigError(f"--file {path!r} holds no text; pass a file with the text to pool")
+    return text
 
 
 def _depth(name: str, value: Any) -> float:
@@ -47,10 +59,19 @@ class DocumentsConfig(TextSourceConfig):
     batch_size: int = 8
     """Documents (or windows) per forward pass; documents of similar length are batched together."""
 
+    num_samples: int = 0
+    """A seeded random sample of this many documents from the first max_docs (kept in the source's order), as the reference data fetcher's --num_samples; 0: the first max_docs, in order."""
+
+    sample_seed: int = 0
+    """Seed of that sample: the same seed and source give the same documents."""
+
     def __post_init__(self) -> None:
         super().__post_init__()
         for name in ("max_docs", "max_seq_len", "batch_size"):
             _positive(f"data.{name}", getattr(self, name))
+        if self.num_samples < 0 or self.num_samples > self.max_docs:
+            raise ConfigError(f"data.num_samples {self.num_samples!r} must be 0 or at most data.max_docs "
+                              f"({self.max_docs}), the documents it samples from; raise --data.max_docs")
         if self.long_docs not in LONG_DOC_POLICIES:
             raise ConfigError(f"unknown data.long_docs {self.long_docs!r}; use truncate or windows")
 
@@ -137,6 +158,12 @@ class VectorsConfig:
     text: str = ""
     """Instead of building: pool this text with the model and settings of the store's build and print its nearest stored documents (--model.label picks the model in a store of several)."""
 
+    file: str = ""
+    """Like --text, with the text of this UTF-8 file (the reference tool's --file)."""
+
+    diagnostics: str = ""
+    """With --text or --file: also write the long vector's diagnostics into this folder (part norms raw, centred and raw - centred; alignment with the pooled corpus mean), as the reference visualize_vectors.py --mode long did."""
+
     overwrite: bool = False
     """Replace the store's vectors group (its other groups stay) when it was built with other settings or documents."""
 
@@ -145,6 +172,12 @@ class VectorsConfig:
 
     def __post_init__(self) -> None:
         check_store(self.store)
+        if self.text and self.file:
+            raise ConfigError("give the text once: --text or --file, not both")
+        if self.file:
+            self.text = _read_text(self.file)
+        if self.diagnostics and not self.text:
+            raise ConfigError(f"--diagnostics {self.diagnostics!r} draws a text's vector; pass --text or --file too")
         if not self.text and self.query.pooling not in self.vectors.poolings:  # --text: the store's poolings
             raise ConfigError(f"query.pooling {self.query.pooling!r} is not among vectors.poolings "
                               f"{self.vectors.poolings!r}; add it or query another pooling")
@@ -157,6 +190,9 @@ class VectorsConfig:
         vectors.pop("layers")  # per model: the default maps onto each model's depth
         if not vectors["center_residual"]:  # absent = raw: stores built before the option stay resumable
             vectors.pop("center_residual")
+        if not data["num_samples"]:  # likewise: absent = the first max_docs in order
+            data.pop("num_samples")
+            data.pop("sample_seed")
         return {"data": data, "vectors": vectors}
 
     def model_config(self) -> dict[str, Any]:

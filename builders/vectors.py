@@ -15,6 +15,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -34,6 +35,7 @@ from store import (
     VectorsLayout,
     VectorSlot,
     check_ours_or_empty,
+    check_output_path,
     check_vectors_documents,
     check_vectors_settings,
     claim_unit,
@@ -165,16 +167,40 @@ def _query_text(config: VectorsConfig) -> int:
     if config.query.pooling not in stored.vectors.poolings:
         raise ConfigError(f"the store holds {stored.vectors.poolings!r} vectors, not {config.query.pooling!r}; "
                           "pass --query.pooling with one of those")
+    if config.diagnostics:
+        _check_diagnostics(config, stored)
     models.quiet_loading(config.progress)
     pool = TextVectors(config.store, config.model.label, config.storage_options)
-    query = pool([config.text])[config.query.pooling][0]
+    pooled = pool([config.text])
     dataset = vectors(config.store, storage_options=config.storage_options)
-    found = nearest(dataset, query, k=config.query.k, pooling=config.query.pooling, model=pool.label,
-                    centre=config.query.centre)
+    found = nearest(dataset, pooled[config.query.pooling][0], k=config.query.k, pooling=config.query.pooling,
+                    model=pool.label, centre=config.query.centre)
     print(f"Nearest documents to the text in {config.store} (model {pool.label!r}, {config.query.pooling}, "
           f"{'centred ' if config.query.centre else ''}cosine):")
     print(found.to_string(index=False))
+    if config.diagnostics:
+        _write_diagnostics(config, dataset, pooled["long"][0], pool.label)
     return 0
+
+
+def _check_diagnostics(config: VectorsConfig, stored: VectorsConfig) -> None:
+    """--diagnostics needs the store's long vectors and a folder it may write: refused before the model loads."""
+    if "long" not in stored.vectors.poolings:
+        raise ConfigError(f"--diagnostics draws long vectors; the store holds {stored.vectors.poolings!r} only "
+                          "(build it with --vectors.poolings short long)")
+    check_output_path(config.diagnostics, "diagnostics folder", folder=True)
+
+
+def _write_diagnostics(config: VectorsConfig, dataset: Any, long_vector: Any, label: str) -> None:
+    """The reference visualize_vectors.py's figure and numbers for the text: diagnostics.png and .csv."""
+    from analysis import long_diagnostics_of, plots
+
+    folder = Path(config.diagnostics).expanduser()
+    table = long_diagnostics_of(dataset, long_vector[None], ["text"], model=label)
+    folder.mkdir(parents=True, exist_ok=True)
+    table.to_dataframe().reset_index().to_csv(folder / "diagnostics.csv", index=False)
+    written = plots.save(plots.long_vector_diagnostics(table), folder / "diagnostics", "png")
+    print(f"Diagnostics of the text's long vector: {written[0]} and {folder / 'diagnostics.csv'}")
 
 
 __all__ = ["TextVectors", "VectorsConfig", "main", "run", "stored_config"]
