@@ -60,6 +60,7 @@ def export_safetensors(dataset: xr.Dataset, folder: str | Path, pooling: str = "
     root = check_export_folder(folder, MARKER, EXPORT_FORMAT, "vectors")
     one, values = _vectors(dataset, pooling, model, centred)
     values = values.astype(_DTYPES[dtype])
+    root.mkdir(parents=True, exist_ok=True)  # safetensors writes into an existing folder only
     doc_ids = [str(doc_id) for doc_id in one["doc_id"].values]
     written: list[Path] = []
     if per_vector:

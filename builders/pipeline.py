@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from builders import collect
 from builders._cli import run_cli
@@ -28,6 +29,9 @@ RESULTS_DIR = "<results_dir>"  # in --store: the results folder
 
 @dataclass
 class PipelineConfig(CollectConfig):
+    # ZipfActivation's own flags for these two (its smoke-test command passes them)
+    OLD_FLAGS: ClassVar[dict[str, str]] = {"results_dir": "output.results_dir", "plot_format": "output.plot_format"}
+
     results_dir: str = "results"
     """The output folder the results are written to: statistics/, fits/, plots/ and the store (activations.zarr) unless --store names another."""
 

@@ -51,6 +51,7 @@ def test_the_set_in_one_safetensors_file_with_its_metadata(vectors_store: Path, 
 
 
 def test_one_file_pair_per_vector_centred(vectors_store: Path, tmp_path: Path) -> None:
+    tmp_path = tmp_path / "new" / "folder"  # made by the export
     assert export_main([str(vectors_store), "--to", "safetensors", str(tmp_path), "--per_vector", "--centre"]) == 0
     vectors = stored(vectors_store)
     centred = vectors["short"].values.astype(np.float32) - vectors["short_mean"].values.astype(np.float32)
