@@ -38,11 +38,8 @@ def string_labels(group: zarr.Group) -> dict[str, Any]:
 
 def _groups(location: StoreLocation, mode: str) -> list[tuple[str, zarr.Group]]:
     """The root and every group below it, from their own zarr.json (not the consolidated copy)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # string dtype notices
-        root = zarr.open_group(location.zarr_store(read_only=mode == "r"), mode=mode, use_consolidated=False)
-        return [("", root), *((path, node) for path, node in root.members(max_depth=None)
-                              if isinstance(node, zarr.Group))]
+    root = zarr.open_group(location.zarr_store(read_only=mode == "r"), mode=mode, use_consolidated=False)
+    return [("", root), *((path, node) for path, node in root.members(max_depth=None) if isinstance(node, zarr.Group))]
 
 
 def _stale(group: zarr.Group) -> dict[str, Any] | None:
@@ -56,22 +53,23 @@ def _stale(group: zarr.Group) -> dict[str, Any] | None:
 def refresh_labels(location: StoreLocation) -> bool:
     """Write ``attrs["labels"]`` where a group's copy is missing or stale; True if any was written."""
     written = False
-    for _, group in _groups(location, "r+"):
-        labels = _stale(group)
-        if labels is not None:
-            group.attrs[LABELS_ATTR] = labels
-            written = True
+    with warnings.catch_warnings():
+        # zarr names each non-Zarr entry it lists (the root's _leases/, _staging/) and string dtype notices
+        warnings.simplefilter("ignore")
+        for _, group in _groups(location, "r+"):
+            labels = _stale(group)
+            if labels is not None:
+                group.attrs[LABELS_ATTR] = labels
+                written = True
     return written
 
 
 def label_problems(location: StoreLocation) -> list[str]:
     """Groups whose JSON copy of their string arrays is missing or differs from the arrays."""
-    problems = []
-    for path, group in _groups(location, "r"):
-        if _stale(group) is not None:
-            missing = LABELS_ATTR not in group.attrs
-            problems.append(f"group {path or '/'!r}: attrs[{LABELS_ATTR!r}] "
-                            f"{'is missing' if missing else 'differs from its string arrays'} (readers "
-                            "outside zarr-python read labels there); any build of the store, or "
-                            "store.consolidate(location), rewrites it")
-    return problems
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # as in refresh_labels
+        stale = [(path, group) for path, group in _groups(location, "r") if _stale(group) is not None]
+    return [f"group {path or '/'!r}: attrs[{LABELS_ATTR!r}] "
+            f"{'is missing' if LABELS_ATTR not in group.attrs else 'differs from its string arrays'} (readers "
+            "outside zarr-python read labels there); any build of the store, or store.consolidate(location), "
+            "rewrites it" for path, group in stale]

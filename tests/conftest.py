@@ -135,10 +135,11 @@ TINY_ARGS = [
 ]
 
 
-@pytest.fixture
-def collect_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
-    """Run ``python -m builders.collect`` in-process: (exit code, stdout, stderr)."""
-    from builders.collect import main
+def in_process(module: str, capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
+    """Run ``python -m <module>`` in-process: (exit code, stdout, stderr)."""
+    import importlib
+
+    main = importlib.import_module(module).main
 
     def run(*args: str) -> tuple[int, str, str]:
         code = main(list(args))
@@ -146,6 +147,21 @@ def collect_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, 
         return code, captured.out, captured.err
 
     return run
+
+
+@pytest.fixture
+def collect_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
+    return in_process("builders.collect", capsys)
+
+
+@pytest.fixture
+def vectors_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
+    return in_process("builders.vectors", capsys)
+
+
+@pytest.fixture
+def sw_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
+    return in_process("builders.superweights", capsys)
 
 
 @pytest.fixture(params=["local", "s3"])

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import numpy as np
 import xarray as xr
 
-from store import CARD_METRICS
+from store import CARD_METRICS, StoreLocation, prepare_superweights, write_summary, write_table
 
 THRESHOLD = 50.0
 DENSE_PPL = {"baseline": 10.0, "sw0": 40.0, "sw1": 12.0, "all": 500.0, "all_restored": 11.0}
@@ -200,3 +200,14 @@ def weight_cards_table(n_cards: int = 2, top_k: int = 3, n_windows: int = 4,
                "text": "wikitext", "n_tokens": int(np.arange(60, 60 + n_windows).sum()), "n_windows": n_windows,
                "window_len": 64, "stride": 64, "drop_first_token": True, "margin_k": 5, "bootstrap": 200,
                "confidence": 0.95, "seed": 0, "weights_from": "store", "created": "2026-01-02T00:00:00Z"})
+
+
+def write_calm_model(location: StoreLocation) -> None:
+    """A model "calm" with no super weight: an empty weights table and a baseline-only evaluation
+    (accuracy skipped). Its results are results too: they export and plot."""
+    prepare_superweights(location, "calm", model_attributes("GPT2LMHeadModel", 3, False, n_params=None))
+    write_table(location, "calm", "detection", detection_table(3, ()))
+    write_table(location, "calm", "weights", weights_table(()))
+    baseline = evaluations_table({"baseline": 20.0}, 0)
+    write_table(location, "calm", "evaluations", baseline.isel(record=baseline["kind"] == "perplexity"))
+    write_summary(location)

@@ -24,6 +24,7 @@ from small_superweights import (
     model_attributes,
     router_table,
     weights_table,
+    write_calm_model,
 )
 
 import analysis
@@ -251,13 +252,7 @@ def test_model_comparison_across_architectures(store: str) -> None:
 def test_a_model_without_super_weights_exports_and_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """An empty weights table and a baseline-only evaluation (accuracy skipped) are results too."""
     store = tmp_path / "none.zarr"
-    location = StoreLocation(str(store))
-    prepare_superweights(location, "calm", model_attributes("GPT2LMHeadModel", 3, False, n_params=None))
-    write_table(location, "calm", "detection", detection_table(3, ()))
-    write_table(location, "calm", "weights", weights_table(()))
-    baseline = evaluations_table({"baseline": 20.0}, 0)
-    write_table(location, "calm", "evaluations", baseline.isel(record=baseline["kind"] == "perplexity"))
-    write_summary(location)
+    write_calm_model(StoreLocation(str(store)))
     code, _, err = _cli(capsys, str(store), "--export", str(tmp_path / "out"), "--plots", str(tmp_path / "figures"))
     assert code == 0 and not err
     document = json.loads((tmp_path / "out" / "calm" / "analysis.json").read_text())

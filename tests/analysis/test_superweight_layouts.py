@@ -29,6 +29,7 @@ from small_superweights import (
     router_table,
     weight_cards_table,
     weights_table,
+    write_calm_model,
 )
 
 from analysis import _superweight_layout as layout
@@ -392,13 +393,7 @@ def test_a_model_without_super_weights_has_its_results_and_no_analyses(tmp_path:
                                                                         capsys: pytest.CaptureFixture[str]) -> None:
     """An empty weights table and a baseline-only evaluation (accuracy skipped) are results too."""
     store, folder = tmp_path / "none.zarr", tmp_path / "export"
-    location = StoreLocation(str(store))
-    prepare_superweights(location, "calm", model_attributes("GPT2LMHeadModel", 3, False, n_params=None))
-    write_table(location, "calm", "detection", detection_table(3, ()))
-    write_table(location, "calm", "weights", weights_table(()))
-    baseline = evaluations_table({"baseline": 20.0}, 0)
-    write_table(location, "calm", "evaluations", baseline.isel(record=baseline["kind"] == "perplexity"))
-    write_summary(location)
+    write_calm_model(StoreLocation(str(store)))
     assert _export(store, folder, capsys) == 0
     assert [name for name in _files(folder / "calm") if "/" in name] == [
         "data/analysis_20260101_000000.json", "logs/analysis_20260101_000000.log",

@@ -23,14 +23,6 @@ TASKS = Path(__file__).resolve().parents[1] / "data" / "tasks"
 LAYER, ROW, COL, EXPERT = PLANTED
 
 
-@pytest.fixture
-def sw_cli(capsys: pytest.CaptureFixture[str]) -> Runner:
-    def run(*args: str) -> tuple[int, str, str]:
-        code = superweights.main(list(args))
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
 
 
 def _args(text_file: Path, *models: Path, accuracy: bool = False) -> list[str]:

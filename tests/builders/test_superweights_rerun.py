@@ -35,14 +35,6 @@ RECORDS = ("detection", "weights", "evaluations")
 STAMPED = re.compile(r"_\d{8}_\d{6}\.(json|log)$")
 
 
-@pytest.fixture
-def sw_cli(capsys: pytest.CaptureFixture[str]) -> Runner:
-    def run(*args: str) -> tuple[int, str, str]:
-        code = superweights.main(list(args))
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
 
 
 def _args(text_file: Path, store: Path, *models: Path) -> list[str]:

@@ -18,7 +18,7 @@ from small_stores import tree_digest
 from builders import _models as models
 from builders._config import ModelConfig
 from builders._pooling import Segments, segment_weights
-from builders.vectors import TextVectors, main
+from builders.vectors import TextVectors
 from store import StoreLocation, validate_store
 
 Runner = Callable[..., tuple[int, str, str]]
@@ -27,15 +27,6 @@ TINY = ["--data.max_docs", "24", "--data.max_seq_len", "64", "--data.batch_size"
         "--model.device", "cpu", "--progress", "false"]
 
 
-@pytest.fixture
-def vectors_cli(capsys: pytest.CaptureFixture[str]) -> Runner:
-    """Run ``python -m builders.vectors`` in-process: (exit code, stdout, stderr)."""
-    def run(*args: str) -> tuple[int, str, str]:
-        code = main(list(args))
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
 
 
 def _corpus(folder: Path, n_docs: int, words: int = 30) -> Path:

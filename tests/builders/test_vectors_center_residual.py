@@ -38,15 +38,6 @@ TEXTS = [" ".join(f"word{(i * 7 + j) % 50}" for j in range(2 + (i * 3) % 11)) fo
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-6}
 
 
-@pytest.fixture
-def vectors_cli(capsys: pytest.CaptureFixture[str]) -> Runner:
-    """Run ``python -m builders.vectors`` in-process: (exit code, stdout, stderr)."""
-    def run(*args: str) -> tuple[int, str, str]:
-        code = main(list(args))
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
 
 
 def _args(corpus: Path) -> list[str]:

@@ -14,21 +14,13 @@ import pytest
 import xarray as xr
 
 from builders._documents import sampled
-from builders.vectors import TextVectors, main
+from builders.vectors import TextVectors
 
 TINY = ["--data.max_seq_len", "32", "--data.batch_size", "4", "--vectors.unit_docs", "4", "--model.device", "cpu",
         "--progress", "false", "--vectors.dtype", "float32"]
 Runner = Callable[..., tuple[int, str, str]]
 
 
-@pytest.fixture
-def vectors_cli(capsys: pytest.CaptureFixture[str]) -> Runner:
-    def run(*args: str) -> tuple[int, str, str]:
-        code = main(list(args))
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
 
 
 @pytest.fixture(scope="module")
