@@ -34,6 +34,7 @@ from analysis._fit_one import fit_power_law
 from analysis._ols import RankFit
 from analysis._powerlaw import PowerLawFit
 
+POOL_FROM = 40  # jobs: starting a spawned process (imports) costs about as much as drawing 10 figures
 _ALTERNATIVE_NAMES = {"lognormal": "lognormal", "exponential": "exponential",
                       "truncated_power_law": "truncated power law", "stretched_exponential": "stretched exp."}
 
@@ -60,7 +61,10 @@ def all_static(dataset: xr.Dataset, fits: xr.Dataset, out: Path, fmt: str = "png
 
 
 def render(jobs: list[FigureJob], fmt: str, workers: int | None = None, progress: bool = False) -> list[Path]:
-    """Draw and save ``jobs``, in ``workers`` processes (1: here), with one progress bar; paths in job order."""
+    """Draw and save ``jobs``, in ``workers`` processes (1: here; None: one per core, or here when there are
+    fewer than ``POOL_FROM`` jobs), with one progress bar; paths in job order."""
+    if workers is None and len(jobs) < POOL_FROM:
+        workers = 1
     workers = min(workers or os.cpu_count() or 1, len(jobs))
     bar = tqdm(total=len(jobs), desc="figures", unit="figure", disable=not progress)
     if workers <= 1:

@@ -28,6 +28,8 @@ def _positive(name: str, value: int) -> None:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}; pass e.g. --{name} 1024")
 
 
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # not text: a binary file given by mistake
+
 @dataclass
 class ModelConfig:
     name: str = EMBEDDED_SMOLLM2

@@ -10,9 +10,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from builders._config import ModelConfig, TextSourceConfig, _positive, check_store, normalise_layer
+from builders._config import (
+    CONTROL_CHARACTERS,
+    ModelConfig,
+    TextSourceConfig,
+    _positive,
+    check_store,
+    normalise_layer,
+)
 from builders._pooling import LONG_DEPTHS, SHORT_DEPTHS
 from store import POOLINGS, VECTOR_DTYPES
+from store._options import check_path_text
 from store.errors import ConfigError
 
 LONG_DOC_POLICIES = ("truncate", "windows")
@@ -20,6 +28,7 @@ AUTO_LAYERS = "auto"
 
 
 def _read_text(path: str) -> str:
+    check_path_text(path, "--file")  # first: expanduser raises RuntimeError on ~ of an unknown user
     try:
         text = Path(path).expanduser().read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
@@ -27,6 +36,8 @@ def _read_text(path: str) -> str:
                           "pass a readable UTF-8 text file") from error
     if not text.strip():
         raise ConfigError(f"--file {path!r} holds no text; pass a file with the text to pool")
+    if any(CONTROL_CHARACTERS.search(line) for line in text.splitlines()):  # as capture's prompt files
+        raise ConfigError(f"--file {path!r} holds control characters: is it a text file? pass a UTF-8 text file")
     return text
 
 
@@ -69,6 +80,8 @@ class DocumentsConfig(TextSourceConfig):
         super().__post_init__()
         for name in ("max_docs", "max_seq_len", "batch_size"):
             _positive(f"data.{name}", getattr(self, name))
+        if self.sample_seed < 0:
+            raise ConfigError(f"data.sample_seed must be 0 or more, got {self.sample_seed!r}; pass e.g. --data.sample_seed 0")
         if self.num_samples < 0 or self.num_samples > self.max_docs:
             raise ConfigError(f"data.num_samples {self.num_samples!r} must be 0 or at most data.max_docs "
                               f"({self.max_docs}), the documents it samples from; raise --data.max_docs")

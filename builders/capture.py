@@ -10,7 +10,6 @@ captures already complete.
 from __future__ import annotations
 
 import json
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from tqdm.auto import tqdm
 
 from builders import _models as models
 from builders._cli import run_cli
+from builders._config import CONTROL_CHARACTERS
 from builders._item_configs import CaptureConfig
 from builders._npy_export import export_activations, export_stats
 from builders._provenance import now, versions
@@ -48,7 +48,6 @@ from store import (
 from store.errors import StoreMismatchError
 
 DESCRIPTION = __doc__.split("\n\n")[0] if __doc__ else ""
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # not text: a binary file given by mistake
 
 
 @dataclass(frozen=True)
@@ -74,7 +73,7 @@ def read_prompts(config: CaptureConfig) -> list[str]:
     prompts = [line for line in lines if line.strip()]
     if not prompts:
         raise DataError(f"prompt_file {str(path)!r} holds no prompt (only blank lines); put one prompt per line")
-    control = next((line for line in prompts if _CONTROL.search(line)), None)
+    control = next((line for line in prompts if CONTROL_CHARACTERS.search(line)), None)
     if control is not None:
         raise DataError(f"prompt_file {str(path)!r} holds control characters ({control!r:.40}): is it a text file? "
                         "pass a UTF-8 text file with one prompt per line")

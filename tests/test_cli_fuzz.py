@@ -68,8 +68,9 @@ UNPINNED_FLAGS = {"--model.name", "--model.label", "--commit_seconds", "--cluste
                   "--cluster.threads_per_worker",
                   # builders.capture: a store of statistics pins none of a capture's settings
                   "--prompt", "--generate.max_new_tokens", "--generate.temperature", "--generate.seed", "--export",
-                  # builders.vectors: --text and its query settings read the store, never write it
-                  "--text", "--query.k", "--query.pooling", "--query.centre",
+                  # builders.vectors: --text and its query settings read the store, never write it; the
+                  # sample's seed is recorded only with --data.num_samples (absent: the first documents)
+                  "--text", "--query.k", "--query.pooling", "--query.centre", "--data.sample_seed",
                   # builders.superweights: batching, printing and labels change no record
                   "--perplexity.batch_size", "--accuracy.batch_size", "--verbose", "--quiet",
                   # analysis.vocab: batching changes no card
@@ -663,7 +664,7 @@ def garbage_for(entry: EntryPoint, target: str) -> st.SearchStrategy[Garbage]:
     content = CONTENT
     if target == "--config":
         content = CONTENT.filter(lambda data: not acceptable_config(data, entry))
-    if target == "--prompt_file":  # any line of text is a prompt: only what is not text must be refused
+    if target in ("--prompt_file", "--file"):  # any text is a prompt (a text to pool): only what is not text must be refused
         content = CONTENT.filter(lambda data: not prompt_text(data))
     if role == "output":
         return st.one_of(_files("file", content), _files("below-file", content))
