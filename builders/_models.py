@@ -142,9 +142,21 @@ def resolve_layers(labels: list[str], n_layers: int) -> list[int]:
 
 
 def pick_device(config: ModelConfig) -> torch.device:
-    if config.device != "auto":
-        return torch.device(config.device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if config.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(config.device)
+    if not _available(device):  # else torch raises deep inside model.to() (e.g. "not linked with support for mps")
+        raise ConfigError(f"model.device {config.device!r} is not available on this machine; use --model.device auto "
+                          "(cuda when present, else cpu) or cpu")
+    return device
+
+
+def _available(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
+    if device.type == "mps":
+        return torch.backends.mps.is_available()
+    return True
 
 
 def pick_dtype(config: ModelConfig, device: torch.device) -> torch.dtype:
