@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import special
 
-from analysis._xmin_scan import SortedSample, scan
+from analysis._xmin_scan import BoundsFunction, CdfFunction, SortedSample, scan
 
 _NEAR_BOUNDARY = 1e-2  # powerlaw discards a numerically fitted alpha this close to its range ends
 _CLOSED_FORM = (1.5, 3.0)  # powerlaw keeps a continuous closed-form alpha in (1.5, 3] without refitting
@@ -275,8 +275,8 @@ class _Candidates:
 
     sample: SortedSample
     alpha: np.ndarray
-    cdf: Any
-    bounds: Any
+    cdf: CdfFunction
+    bounds: BoundsFunction | None  # None: scan's NumPy bounds (discrete)
     valid: np.ndarray
 
     def guess(self, xmin: float | None) -> int | None:
@@ -295,15 +295,13 @@ def _candidates(ordered: np.ndarray, discrete: bool, alpha_range: tuple[float, f
 
 
 def clauset_fit(
-    values: ArrayLike, discrete: bool | None = None, alpha_range: tuple[float, float] | None = None,
-    xmin_guess: float | None = None,
+    values: ArrayLike, discrete: bool | None = None, alpha_range: tuple[float, float] | None = None
 ) -> PowerLawFit:
     """Fit a power-law tail to ``values`` (non-finite and non-positive values are excluded).
 
     ``discrete=None`` decides from the dtype, then the values (see ``infer_discrete``).
     ``alpha_range=None`` is the plain Clauset estimator; ``(0, 3)`` reproduces
     ``powerlaw.Fit``'s default, which discards candidates whose alpha reaches 3.
-    ``xmin_guess`` makes the xmin scan faster where it is close to the answer; the result is the same.
     """
     ordered, n_excluded = clean(values)
     discrete = infer_discrete(values, ordered) if discrete is None else discrete
@@ -311,7 +309,7 @@ def clauset_fit(
     if isinstance(candidates, str):
         return _failed(ordered.size, n_excluded, discrete, candidates)
     sample, alpha = candidates.sample, candidates.alpha
-    best, ks_d = scan(sample, candidates.cdf, candidates.valid, candidates.bounds, candidates.guess(xmin_guess))
+    best, ks_d = scan(sample, candidates.cdf, candidates.valid, candidates.bounds)
     if best < 0:
         return _failed(sample.n, n_excluded, discrete, "no candidate xmin gives a valid alpha")
     n_tail = int(sample.n_tail(np.array([best]))[0])

@@ -36,6 +36,10 @@ EXPORT_FORMAT = "activation-vector-project"
 _DTYPES = {"float16": np.float16, "float32": np.float32}
 
 
+def _mark(root: Path) -> None:
+    write_json(root / MARKER, {"format": EXPORT_FORMAT, "written_by": "python -m analysis.export"})
+
+
 def _metadata(one: xr.Dataset, pooling: str, shape: tuple[int, ...], dtype: str, centred: bool,
               doc: dict[str, Any] | None = None) -> dict[str, Any]:
     model = str(one["model"].values)
@@ -77,7 +81,7 @@ def export_safetensors(dataset: xr.Dataset, folder: str | Path, pooling: str = "
         written += [Path(f"{stem}.safetensors"),
                     write_json(Path(f"{stem}_metadata.json"),
                                _metadata(one, pooling, values.shape, dtype, centred, {"doc_ids": doc_ids}))]
-    write_json(root / MARKER, {"format": EXPORT_FORMAT, "written_by": "python -m analysis.export"})
+    _mark(root)
     return written
 
 
@@ -90,5 +94,5 @@ def export_csv(dataset: xr.Dataset, folder: str | Path, pooling: str = "short", 
         frame = pd.DataFrame(values, columns=[f"v{i}" for i in range(values.shape[1])])
         frame.insert(0, "doc_id", [str(doc_id) for doc_id in one["doc_id"].values])
         written.append(write_csv(root / f"vectors_{pooling}_{kind}.csv", frame))
-    write_json(root / MARKER, {"format": EXPORT_FORMAT, "written_by": "python -m analysis.export"})
+    _mark(root)
     return written

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from builders._metrics import CHANNEL_METRIC, METRICS
@@ -29,6 +30,24 @@ def _positive(name: str, value: int) -> None:
 
 
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # not text: a binary file given by mistake
+
+
+def read_text_file(path: str, what: str, wanted: str) -> str:
+    """The text of a UTF-8 file named on the command line (``what``: its flag); refused in one line, saying
+    to pass ``wanted``, if it cannot be read, holds only blank lines or is binary."""
+    check_path_text(path, what)  # first: expanduser raises RuntimeError on ~ of an unknown user
+    try:
+        text = Path(path).expanduser().read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read {what} {path!r} ({type(error).__name__}); pass {wanted}") from error
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise ConfigError(f"{what} {path!r} holds no text (only blank lines); pass {wanted}")
+    control = next((line for line in lines if CONTROL_CHARACTERS.search(line)), None)
+    if control is not None:
+        raise ConfigError(f"{what} {path!r} holds control characters ({control!r:.40}): is it a text file? "
+                          f"pass {wanted}")
+    return text
 
 @dataclass
 class ModelConfig:

@@ -7,38 +7,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from builders._config import (
-    CONTROL_CHARACTERS,
     ModelConfig,
     TextSourceConfig,
     _positive,
     check_store,
     normalise_layer,
+    read_text_file,
 )
 from builders._pooling import LONG_DEPTHS, SHORT_DEPTHS
 from store import POOLINGS, VECTOR_DTYPES
-from store._options import check_path_text
 from store.errors import ConfigError
 
 LONG_DOC_POLICIES = ("truncate", "windows")
 AUTO_LAYERS = "auto"
-
-
-def _read_text(path: str) -> str:
-    check_path_text(path, "--file")  # first: expanduser raises RuntimeError on ~ of an unknown user
-    try:
-        text = Path(path).expanduser().read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"cannot read --file {path!r} ({getattr(error, 'strerror', None) or error}); "
-                          "pass a readable UTF-8 text file") from error
-    if not text.strip():
-        raise ConfigError(f"--file {path!r} holds no text; pass a file with the text to pool")
-    if any(CONTROL_CHARACTERS.search(line) for line in text.splitlines()):  # as capture's prompt files
-        raise ConfigError(f"--file {path!r} holds control characters: is it a text file? pass a UTF-8 text file")
-    return text
 
 
 def _depth(name: str, value: Any) -> float:
@@ -188,7 +172,7 @@ class VectorsConfig:
         if self.text and self.file:
             raise ConfigError("give the text once: --text or --file, not both")
         if self.file:
-            self.text = _read_text(self.file)
+            self.text = read_text_file(self.file, "--file", "a readable UTF-8 text file")
         if self.diagnostics and not self.text:
             raise ConfigError(f"--diagnostics {self.diagnostics!r} draws a text's vector; pass --text or --file too")
         if not self.text and self.query.pooling not in self.vectors.poolings:  # --text: the store's poolings

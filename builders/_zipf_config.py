@@ -87,15 +87,7 @@ def translate(document: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any],
                           f"{' and '.join(OUTPUT_KEYS)}")
     sections = {"model": _section(document, "model", ()), "data": _section(document, "data", ("streaming",)),
                 "stats": _stats(flat)}
-    present = {**flat, **{f"model.{k}": v for k, v in (document.get("model") or {}).items()},
-               **{f"data.{k}": v for k, v in (document.get("data") or {}).items()}, **output}
-    notes = [text.format(value=_shown(present, key)) for key, text in _NOTES.items() if _has(present, key)]
+    given = {"max_samples_for_fit": flat.get("max_samples_for_fit"), "seed": flat.get("seed"),
+             "streaming": (document.get("data") or {}).get("streaming")}
+    notes = [text.format(value=given[key]) for key, text in _NOTES.items() if given[key] is not None]
     return {name: part for name, part in sections.items() if part}, dict(output), notes
-
-
-def _has(present: dict[str, Any], key: str) -> bool:
-    return any(name.split(".")[-1] == key and value is not None for name, value in present.items())
-
-
-def _shown(present: dict[str, Any], key: str) -> Any:
-    return next(value for name, value in present.items() if name.split(".")[-1] == key and value is not None)

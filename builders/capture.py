@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from builders import _models as models
 from builders._cli import run_cli
-from builders._config import CONTROL_CHARACTERS
+from builders._config import read_text_file
 from builders._item_configs import CaptureConfig
 from builders._npy_export import export_activations, export_stats
 from builders._provenance import now, versions
@@ -64,20 +64,8 @@ def read_prompts(config: CaptureConfig) -> list[str]:
     """The prompts, one capture each: --prompt, or the non-blank lines of --prompt_file."""
     if not config.prompt_file:
         return [config.prompt]
-    path = Path(config.prompt_file).expanduser()
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise DataError(f"cannot read prompt_file {str(path)!r} ({type(error).__name__}); "
-                        "pass a UTF-8 text file with one prompt per line") from error
-    prompts = [line for line in lines if line.strip()]
-    if not prompts:
-        raise DataError(f"prompt_file {str(path)!r} holds no prompt (only blank lines); put one prompt per line")
-    control = next((line for line in prompts if CONTROL_CHARACTERS.search(line)), None)
-    if control is not None:
-        raise DataError(f"prompt_file {str(path)!r} holds control characters ({control!r:.40}): is it a text file? "
-                        "pass a UTF-8 text file with one prompt per line")
-    return prompts
+    text = read_text_file(config.prompt_file, "prompt_file", "a UTF-8 text file with one prompt per line")
+    return [line for line in text.splitlines() if line.strip()]
 
 
 def _check(config: CaptureConfig) -> tuple[StoreLocation, list[str], list[_Model]]:

@@ -23,7 +23,6 @@ from store import check_output_path
 from store.errors import ConfigError
 
 DESCRIPTION = __doc__.split("\n\n")[0] if __doc__ else ""
-FORMATS = ("png", "pdf", "both")
 RESULTS_DIR = "<results_dir>"  # in --store: the results folder
 
 
@@ -45,6 +44,9 @@ class PipelineConfig(CollectConfig):
     """Also draw a rank-frequency and a CCDF per sampled channel (plots/channels/)."""
 
     def __post_init__(self) -> None:
+        # the formats analysis saves figures in, checked before any work (analysis loads only here and after)
+        from analysis._figure_kit import FORMATS
+
         if self.plot_format not in FORMATS:
             raise ConfigError(f"unknown plot_format {self.plot_format!r}; use png, pdf or both")
         if self.store.startswith(RESULTS_DIR):

@@ -205,9 +205,9 @@ def _create(
             compute=False,
             encoding=encoding(layout),
             zarr_format=3,
-            consolidated=True,
+            consolidated=False,  # store.consolidate below, which also writes the labels' JSON copy (store/_labels.py)
         )
-    consolidate(location)  # again, now with the labels' JSON copy (store/_labels.py) the template lacks
+    consolidate(location)
     group = _open_group(location)
     if group is None:  # pragma: no cover - to_zarr just wrote it
         raise RuntimeError(f"stats group missing right after writing {location.display()!r}")
