@@ -234,9 +234,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     add_store_arguments(parser)
     parser.add_argument("--models", nargs="+", default=None, metavar="LABEL",
                         help="only these models (labels as stored; default: every model)")
-    parser.add_argument("--export", type=Path, default=None, metavar="DIR",
+    parser.add_argument("--export", "--results-dir", "--results_dir", type=Path, default=None, metavar="DIR",
                         help="write CSV, JSON Lines and analysis.json per model, the summary, and the "
-                             "comprehensive script's layout (complete_analysis_<time>.json, data/, plots/, logs/) to DIR")
+                             "comprehensive script's layout (complete_analysis_<time>.json, data/, plots/, logs/) "
+                             "to DIR (--results-dir: the comprehensive script's spelling)")
     parser.add_argument("--plots", type=Path, default=None, metavar="DIR",
                         help="write every figure to the output folder DIR (one subfolder per model)")
     parser.add_argument("--format", choices=("png", "pdf", "both"), default="png", help="figure file format")

@@ -151,7 +151,8 @@ def build_parser(cls: type, prog: str, description: str, store_positional: bool 
 
 def _add_fields(parser: argparse.ArgumentParser, cls: type, prefix: str, aliases: dict[str, str],
                 skip: set[str] | frozenset[str] = frozenset()) -> None:
-    """Every field (but ``skip``) as a flag; ``aliases`` maps a dotted name to a replaced tool's spelling of it."""
+    """Every field (but ``skip``) as a flag; ``aliases`` maps a dotted name to a replaced tool's spelling of it
+    (a long name without its ``--``, or a short flag such as ``-v`` written out)."""
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
     defaults = cls()
@@ -186,7 +187,7 @@ def _add_field(parser: Any, dest: str, annotation: Any, doc: str, default: Any, 
     shown = " ".join(map(str, default)) if annotation == list[list[int]] else (
         ",".join(map(str, default)) if isinstance(default, list) else default)
     help_text = f"{doc} (default: {shown!r})".replace("%", "%%")
-    flags = _spellings(dest) + ([f"--{alias}"] if alias else [])
+    flags = _spellings(dest) + ([alias if alias.startswith("-") else f"--{alias}"] if alias else [])
     if annotation is bool:
         parser.add_argument(*flags, dest=dest, nargs="?", const="true", metavar="BOOL", help=help_text)
     elif typing.get_origin(annotation) is dict:

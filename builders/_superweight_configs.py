@@ -185,6 +185,7 @@ class SuperweightsConfig(RunOptions):
         "perplexity.skip": "skip-perplexity", "accuracy.skip": "skip-accuracy",
         "moe.router_samples": "router-analysis-samples", "moe.p_active_floor": "p-active-floor",
         "moe.co_spike_threshold": "co-spike-threshold", "moe.causal_scoring": "enable-causal-scoring",
+        "verbose": "-v", "quiet": "-q",
     }
 
     model: CaptureModelConfig = field(default_factory=CaptureModelConfig)

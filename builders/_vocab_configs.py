@@ -138,7 +138,7 @@ class VocabConfig(RunOptions):
         "cards.enable_enrichment": "enable-enrichment", "cards.bootstrap": "bootstrap",
         "detect.spike_threshold": "spike-threshold", "detect.max_iterations": "max-iterations",
         "moe.router_samples": "router-analysis-samples", "moe.p_active_floor": "p-active-floor",
-        "moe.co_spike_threshold": "co-spike-threshold",
+        "moe.co_spike_threshold": "co-spike-threshold", "verbose": "-v", "quiet": "-q",
     }
 
     model: VocabModelConfig = field(default_factory=VocabModelConfig)

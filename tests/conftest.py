@@ -60,7 +60,7 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Tiny models with a super weight planted at tiny_models.PLANTED (layer 2, row 7, col 11; expert 1 for MoE)."""
     layer, row, col, expert = PLANTED
     folders = {}
-    for family in ("llama", "gpt2", "gpt_neox", "mixtral"):
+    for family in ("llama", "gpt2", "gpt_neox", "mixtral", "qwen_moe"):
         torch.manual_seed(0)
         model = FAMILIES[family]()
         plant_super_weight(model, layer, row, col, expert=expert)

@@ -28,10 +28,11 @@ TASKS = Path(__file__).parent / "data" / "tasks"
 MODELS = {"Qwen/Qwen3-0.6B-Base": ("qwen3", False), "sshleifer/tiny-gpt2": ("gpt2", False),
           "meta-llama/Llama-3.2-1B-Instruct": ("llama", False), "facebook/opt-125m": ("opt", False),
           "EleutherAI/pythia-12b": ("gpt_neox", False), "allenai/OLMo-1B-0724-hf": ("llama", True),
-          "mistralai/Mistral-7B-v0.1": ("gpt2", True)}
+          "mistralai/Mistral-7B-v0.1": ("gpt_neox", True), "meta-llama/Llama-2-7b-hf": ("llama", False),
+          "Qwen/Qwen1.5-MoE-A2.7B": ("qwen_moe", True)}
 SMALLER = {"--data.max_tokens": "512", "--data.max_docs": "24", "--data.num_samples": "8", "--tokens": "256",
            "--window-len": "64", "--stride": "32", "--bootstrap": "10", "--perplexity-samples": "4",
-           "--accuracy-samples": "4", "--generate.max_new_tokens": "4"}
+           "--accuracy-samples": "4", "--generate.max_new_tokens": "4", "--router-analysis-samples": "4"}
 TASK_FILES = {"hellaswag": "hellaswag.jsonl", "arc_easy": "arc_easy.json", "mmlu": "mmlu.jsonl", "gsm8k": "gsm8k.jsonl"}
 WITH_A_MODEL = {"builders.pipeline", "builders.collect", "builders.capture", "builders.vectors", "builders.superweights",
                 "builders.vocab"}
@@ -97,6 +98,8 @@ class Offline:
                 result += ["--model.name", str(self.tiny_model("qwen3"))]
         if module == "builders.superweights" and "--accuracy-tasks" not in result:  # the default tasks are hub datasets
             result += ["--accuracy-tasks", *(f"{task}={TASKS / name}" for task, name in TASK_FILES.items())]
+        if module == "builders.vocab" and "--window-len" not in result:  # its default window, 1024, outgrows 256 tokens
+            result += ["--window-len", SMALLER["--window-len"], "--stride", SMALLER["--stride"]]
         if module in WITH_A_MODEL:
             result += ["--model.device", "cpu"]
         return [module, *result]
@@ -163,31 +166,62 @@ def only(folder: Path, pattern: str) -> Path:
     return found[0]
 
 
-def test_zipf_activation_results_folder(migrated: Path) -> None:
-    results = migrated / "results" / "smoke_test"
+COMPARISONS = {"lognormal", "exponential", "truncated_power_law"}  # the three its README names
+
+
+@pytest.mark.parametrize("folder", ["smoke_test", "exported"])  # the one-shot run's, then analysis.export's
+def test_zipf_activation_results_folder(migrated: Path, folder: str) -> None:
+    results = migrated / "results" / folder
     arrays = np.load(only(results / "statistics", "layer_*.npz"))
-    assert {"rms", "kurtosis", "channel_wise"} <= set(arrays.files) and arrays["channel_wise"].ndim == 2
+    tokens = arrays["rms"].shape[0]
+    assert {"rms", "kurtosis", "channel_wise"} <= set(arrays.files) and arrays["channel_wise"].shape == (tokens, 2)
+    assert all(arrays[name].shape == (tokens,) for name in arrays.files if name != "channel_wise")
     fitted = json.loads((results / "fits" / "fit_results.json").read_text())
-    layer = next(iter(fitted))
-    assert includes(fitted[layer], example("fit_results.json")["layer_14"]) == []
+    assert set(fitted) == {path.stem for path in (results / "statistics").glob("*.npz")}
+    for layer, metrics in fitted.items():
+        assert includes(metrics, example("fit_results.json")["layer_14"]) == [], layer
+        assert all(COMPARISONS <= set(metrics[name]["comparisons"]) for name in ("rms", "kurtosis")), layer
+        channels = metrics["channel_wise"]  # {hidden channel: the same record}
+        assert len(channels) == 2 and all(includes(record, example("fit_results.json")["layer_14"]["rms"]) == []
+                                          for record in channels.values())
+
+
+def test_zipf_activation_plots(migrated: Path) -> None:
+    plots = migrated / "results" / "smoke_test" / "plots"
     for kind in ("rank_frequency", "ccdf", "multi_layer"):
-        assert list((results / "plots" / kind).rglob("*.png")), kind
-    assert list((results / "plots" / "channels" / "ccdf").rglob("*.png"))  # --channels
+        assert list((plots / kind).rglob("*.png")), kind
+    for dashboard in ("alpha_dashboard", "slope_dashboard", "channel_heatmap"):
+        assert list(plots.glob(f"*_{dashboard}.png")), dashboard
+    for kind in ("rank_frequency", "ccdf"):  # --channels
+        assert list((plots / "channels" / kind).rglob("*_channel_*.png")), kind
 
 
 def test_capture_exports_have_the_reference_fields(migrated: Path) -> None:
     output = migrated / "output"
     stats = json.loads(only(output, "*_stats.json").read_text())
     assert includes(stats, example("capture_stats.json")) == []
+    [report] = json.loads((output / "report.json").read_text())  # the stdout report, kept by --report
+    assert includes(report, example("capture_stats.json")) == []
     with safe_open(str(only(output, "*_activations.safetensors")), framework="pt") as tensors:
         fields = set(tensors.metadata()) | {name.split(".")[0] for name in tensors.keys()}  # noqa: SIM118 - a safe_open handle, not a dict
+        assert tensors.get_tensor("token_sequence").ndim == 2
     assert set(example("activations_pt.json")) <= fields
-    conversion = json.loads(only(output, "*_int_activations_*/conversion_metadata.json").read_text())
+    described = json.loads(only(output, "*_activations.json").read_text())
+    assert {"model_name", "prompt", "generated_text"} <= set(described)
+    integers = only(output, "*_int_activations_0000")
+    conversion = json.loads((integers / "conversion_metadata.json").read_text())
     assert includes(conversion, example("conversion_metadata.json")) == []
+    for entry in conversion["layers"]:  # one object array of Python ints per layer, with the batch axis
+        layer = np.load(integers / entry["npy_file"], allow_pickle=True)
+        assert layer.dtype == object and list(layer.shape) == entry["original_shape"]
+        assert isinstance(layer.flat[0], int) and layer.flat[0] == entry["sample_converted"]
+    assert {"embedding.npy", "layer_0.npy"} <= {path.name for path in integers.glob("*.npy")}
     converted = json.loads(only(migrated / "converted", "*_int_activations_*/conversion_metadata.json").read_text())
     assert converted["conversion"]["scale_factor"] == 16 and converted["conversion"]["quantize_pct"] == 50
-    cube = json.loads(only(output, "*_hypercube/hypercube_metadata.json").read_text())
+    cube_folder = only(output, "*_int_activations_0000_hypercube")
+    cube = json.loads((cube_folder / "hypercube_metadata.json").read_text())
     assert includes(cube, example("hypercube_metadata.json")) == []
+    assert list(np.load(cube_folder / "hypercube.npy", allow_pickle=True).shape) == cube["hypercube"]["dimensions"]
     assert len(list((migrated / "output_two").glob("*_activations.safetensors"))) == 2  # two models, OPT one
 
 
@@ -196,6 +230,9 @@ def test_vector_exports_and_diagnostics(migrated: Path) -> None:
     metadata = json.loads((outputs / "vectors" / "activation_vectors_short_metadata.json").read_text())
     assert {"extraction_parameters", "model_facts", "shape", "dtype"} <= set(metadata)
     assert metadata["extraction_parameters"]["vectors"]["center_residual"] is True
+    with safe_open(str(outputs / "vectors" / "activation_vectors_short.safetensors"), framework="np") as tensors:
+        vectors = tensors.get_tensor(next(name for name in tensors.keys() if name != "doc_index"))  # noqa: SIM118
+    assert vectors.dtype == np.float16 and list(vectors.shape) == metadata["shape"]  # the reference's float16
     assert len(metadata["doc_ids"]) == 8  # the seeded sample of --data.num_samples
     assert len(list((outputs / "each").glob("activation_vector_short_*.safetensors"))) == 8
     assert {p.name for p in (outputs / "csv").glob("*.csv")} == {"vectors_short_raw.csv", "vectors_short_centered.csv"}
@@ -208,15 +245,25 @@ def test_super_weight_exports_have_the_reference_fields(migrated: Path) -> None:
     assert only(comprehensive, "complete_analysis_*.json") and only(comprehensive, "summary_plots/model_comparison.png")
     model = only(comprehensive, "*/data").parent
     for pattern in ("data/analysis_*.json", "data/combined_analysis_*.json",
-                    "data/individual_analyses/sw_0_analysis_*.json", "plots/detection_iterations.png", "logs/*.log"):
+                    "data/individual_analyses/sw_0_analysis_*.json", "logs/*.log",
+                    *(f"plots/{name}.png" for name in ("detection_iterations", "super_weight_distribution",
+                                                        "impact_comparison", "combined_analysis"))):
         only(model, pattern)
+    compared = json.loads(only(migrated / "results" / "comparative_study", "complete_analysis_*.json").read_text())
+    assert len(compared["model_results"]) == 3  # the comparative study's three models in one store
+    only(migrated / "results" / "moe_analysis", "*/plots/moe_analysis.png")  # the MoE run's router figure
     vocab = migrated / "vocab_runs"
+    for name in ("run_config.json", "cross_model_summary.json", "README.md"):
+        assert (vocab / name).exists(), name
     label = only(vocab, "*/metrics").parent
+    assert {path.name for path in (label / "summaries").glob("*.csv")} == {"neurons.csv", "super_weights.csv"}
     [card] = [json.loads(line) for line in (label / "metrics" / "super_weights" / "super_weights.jsonl").read_text().splitlines()]
     assert includes(card, example("super_weight_card.json")) == []
     neurons = [json.loads(line) for line in (label / "metrics" / "neurons" / "neurons.jsonl").read_text().splitlines()]
     assert neurons and includes(neurons[0], example("neuron_card.json")) == []
     assert (label / "run_config.json").exists() and (label / "analysis.log").exists()
+    assert list((migrated / "detailed_vocab_analysis").glob("*/metrics/super_weights/super_weights.jsonl"))  # --output-dir
+    assert len(json.loads((migrated / "vocab_compare" / "cross_model_summary.json").read_text())["models"]) == 2
 
 
 def test_the_shape_check_can_fail() -> None:

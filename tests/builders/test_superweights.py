@@ -15,6 +15,7 @@ from small_stores import tree_digest
 from builders import superweights
 from builders._cli import parse_config
 from builders._superweight_configs import SuperweightsConfig
+from builders._vocab_configs import VocabConfig
 from store import StoreLocation, complete_tables, read_table, validate_store
 from tests.tiny_models import PLANTED, plant_super_weight, save_model
 
@@ -183,6 +184,14 @@ def test_the_old_scripts_flags_are_aliases_of_the_dotted_ones() -> None:
     assert config.perplexity.skip and config.accuracy.skip and config.moe.causal_scoring
     assert (config.moe.router_samples, config.moe.p_active_floor, config.moe.co_spike_threshold) == (15, 0.02, 0.095)
     assert config.seed == 7 and config.quiet and not config.progress
+
+
+@pytest.mark.parametrize("config_class", [SuperweightsConfig, VocabConfig])
+def test_the_old_short_flags_are_accepted(config_class: type) -> None:
+    """``-v`` / ``-q`` as the Super Weight scripts spelled ``--verbose`` / ``--quiet``."""
+    assert parse_config(config_class, ["-v"], "superweights", "").verbose
+    quiet = parse_config(config_class, ["-q"], "superweights", "")
+    assert quiet.quiet and not quiet.progress and not quiet.verbose
 
 
 def test_a_store_on_s3_holds_the_records(planted: dict[str, Path], text_file: Path, sw_cli: Runner,
