@@ -33,7 +33,8 @@ MODELS = {"Qwen/Qwen3-0.6B-Base": ("qwen3", False), "sshleifer/tiny-gpt2": ("gpt
           "Qwen/Qwen1.5-MoE-A2.7B": ("qwen_moe", True)}
 SMALLER = {"--data.max_tokens": "512", "--data.max_docs": "24", "--data.num_samples": "8", "--tokens": "256",
            "--window-len": "64", "--stride": "32", "--bootstrap": "10", "--perplexity-samples": "4",
-           "--accuracy-samples": "4", "--generate.max_new_tokens": "4", "--router-analysis-samples": "4"}
+           "--accuracy-samples": "4", "--generate.max_new_tokens": "4", "--router-analysis-samples": "4",
+           "--accuracy.max_new_tokens": "16"}
 TASK_FILES = {"hellaswag": "hellaswag.jsonl", "arc_easy": "arc_easy.json", "mmlu": "mmlu.jsonl", "gsm8k": "gsm8k.jsonl"}
 WITH_A_MODEL = {"builders.pipeline", "builders.collect", "builders.capture", "builders.vectors", "builders.superweights",
                 "builders.vocab"}
@@ -100,7 +101,8 @@ class Offline:
         if module == "builders.superweights":
             if "--accuracy-tasks" not in result:  # the default tasks are hub datasets
                 result += ["--accuracy-tasks", *(f"{task}={TASKS / name}" for task, name in TASK_FILES.items())]
-            result += ["--accuracy.max_new_tokens", "16"]  # a random tiny model never ends a GSM8K answer early
+            # a random tiny model never ends a GSM8K answer early: the default 256 tokens would all be generated
+            result += ["--accuracy.max_new_tokens", SMALLER["--accuracy.max_new_tokens"]]
         if module == "builders.vocab" and "--window-len" not in result:  # its default window, 1024, outgrows 256 tokens
             result += ["--window-len", SMALLER["--window-len"], "--stride", SMALLER["--stride"]]
         if module in WITH_A_MODEL:
@@ -181,12 +183,12 @@ def test_zipf_activation_results_folder(migrated: Path, folder: str) -> None:
     assert all(arrays[name].shape == (tokens,) for name in arrays.files if name != "channel_wise")
     fitted = json.loads((results / "fits" / "fit_results.json").read_text())
     assert set(fitted) == {path.stem for path in (results / "statistics").glob("*.npz")}
+    reference = example("fit_results.json")["layer_14"]
     for layer, metrics in fitted.items():
-        assert includes(metrics, example("fit_results.json")["layer_14"]) == [], layer
+        assert includes(metrics, reference) == [], layer
         assert all(COMPARISONS <= set(metrics[name]["comparisons"]) for name in ("rms", "kurtosis")), layer
         channels = metrics["channel_wise"]  # {hidden channel: the same record}
-        assert len(channels) == 2 and all(includes(record, example("fit_results.json")["layer_14"]["rms"]) == []
-                                          for record in channels.values())
+        assert len(channels) == 2 and all(includes(record, reference["rms"]) == [] for record in channels.values())
 
 
 def test_zipf_activation_plots(migrated: Path) -> None:
